@@ -1,0 +1,237 @@
+//! Command-line interface: every flag is defined here, once, with its `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{parse_duration, parse_size};
+
+/// One fast binary for the worker side of a warehouse ETL pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "ductwork", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Settings every command takes.
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Config file (default: ./ductwork.toml when present).
+    #[arg(long, global = true, env = "DUCTWORK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DUCTWORK_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Print every SQL statement and S3 action that would run (secrets redacted) and touch nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Run id; schedulers pass the scheduled time so that a retry reuses it. Default: a UTC
+    /// timestamp plus a random suffix (retries are then not idempotent).
+    #[arg(long, global = true, env = "DUCTWORK_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream a query's rows from PostgreSQL/MySQL into gzipped Redshift TSV parts plus a
+    /// COPY manifest, in S3 or a local folder.
+    Extract(ExtractArgs),
+    /// Load an extract (its manifest) into a Redshift or PostgreSQL table, in one transaction.
+    Load(LoadArgs),
+}
+
+/// What to do with NUL bytes in text (they cannot be represented in Redshift TSV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum NulArg {
+    /// Fail, naming the table, column and row.
+    #[default]
+    Error,
+    /// Replace each NUL with U+FFFD, counted in the summary.
+    Replace,
+    /// Remove NULs, counted in the summary.
+    Strip,
+}
+
+/// What to do with invalid UTF-8 in text columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Utf8Arg {
+    /// Fail, naming the table, column and row.
+    #[default]
+    Error,
+    /// Replace invalid sequences with U+FFFD, counted in the summary.
+    Replace,
+}
+
+/// What to do with MySQL zero dates (`0000-00-00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ZeroDatesArg {
+    /// Fail, naming the column.
+    #[default]
+    Error,
+    /// Write NULL, counted in the summary.
+    Null,
+}
+
+/// What to do with values Redshift cannot load (NaN/±Infinity floats and numerics,
+/// `infinity` and BC timestamps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum SpecialArg {
+    /// Fail, naming the column.
+    #[default]
+    Error,
+    /// Write them as PostgreSQL spells them (`NaN`, `Infinity`): fine for a PostgreSQL warehouse.
+    Keep,
+    /// Write NULL, counted in the summary.
+    Null,
+}
+
+/// `ductwork extract`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("query").required(true).args(["sql", "sql_file", "table"])))]
+pub struct ExtractArgs {
+    /// Source: a name from ductwork.toml or a postgres:// / mysql:// URL. Repeat for sharded
+    /// sources: the same query runs on each, concurrently, into one manifest.
+    #[arg(long = "source", required = true, value_name = "NAME|URL")]
+    pub sources: Vec<String>,
+    /// The query to extract.
+    #[arg(long)]
+    pub sql: Option<String>,
+    /// A file holding the query.
+    #[arg(long, value_name = "FILE")]
+    pub sql_file: Option<PathBuf>,
+    /// A table to extract whole (`schema.table`).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// `{{ name }}` values substituted into the query text before sending (verbatim).
+    #[arg(long = "param", value_name = "K=V")]
+    pub params: Vec<String>,
+    /// Output prefix: s3://bucket/prefix/ or file:///dir/.
+    #[arg(long, value_name = "URI")]
+    pub to: String,
+    /// Rotate parts at this compressed size.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// Multipart upload chunk size (S3 requires at least 5 MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub upload_chunk: u64,
+    /// Chunks uploading at once.
+    #[arg(long, default_value_t = 2)]
+    pub uploads_in_flight: usize,
+    /// Pad the part count to a multiple of N (e.g. the Redshift slice count) with empty parts.
+    #[arg(long, value_name = "N")]
+    pub parts_multiple: Option<usize>,
+    /// gzip level 0-9 (default 2: the benchmarked best speed at a size within 5 % of gzip -6).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub gzip_level: u32,
+    /// Compression threads (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// NUL bytes in text.
+    #[arg(long, value_enum, default_value_t)]
+    pub nul: NulArg,
+    /// Invalid UTF-8 in text.
+    #[arg(long, value_enum, default_value_t)]
+    pub invalid_utf8: Utf8Arg,
+    /// MySQL zero dates.
+    #[arg(long, value_enum, default_value_t)]
+    pub zero_dates: ZeroDatesArg,
+    /// NaN/Infinity numbers and infinite or BC timestamps.
+    #[arg(long, value_enum, default_value_t)]
+    pub special_values: SpecialArg,
+    /// With several sources: append a column of this name holding the source's name.
+    #[arg(long, value_name = "NAME")]
+    pub shard_column: Option<String>,
+    /// Longest wait for the next row (a stalled connection fails instead of hanging).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub read_timeout: std::time::Duration,
+}
+
+/// `ductwork load`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["table_def", "table"])))]
+pub struct LoadArgs {
+    /// Warehouse: a name from ductwork.toml or a redshift:// / postgres:// URL.
+    #[arg(long, value_name = "NAME|URL")]
+    pub warehouse: String,
+    /// CREATE TABLE file (Dataduct tables/*.sql): the table is created if missing, compared if not.
+    #[arg(long, value_name = "FILE")]
+    pub table_def: Option<PathBuf>,
+    /// An existing table to load, without a definition.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// The extract's manifest: s3://…/manifest.json or file:///…/manifest.json.
+    #[arg(long, value_name = "URI")]
+    pub from: String,
+    /// Keep the table's rows (default: replace them, DELETE + COPY in one transaction).
+    #[arg(long)]
+    pub append: bool,
+    /// PostgreSQL warehouse: load a table this load creates over N sessions.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Redshift: `REGION` of the bucket, when it differs from the cluster's.
+    #[arg(long)]
+    pub region: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn extract_needs_exactly_one_query_form() {
+        let ok = Cli::try_parse_from([
+            "ductwork",
+            "extract",
+            "--source",
+            "x",
+            "--sql",
+            "select 1",
+            "--to",
+            "file:///tmp/x/",
+        ]);
+        assert!(ok.is_ok());
+        let none =
+            Cli::try_parse_from(["ductwork", "extract", "--source", "x", "--to", "s3://b/p/"]);
+        assert!(none.is_err());
+        let two = Cli::try_parse_from([
+            "ductwork",
+            "extract",
+            "--source",
+            "x",
+            "--sql",
+            "s",
+            "--table",
+            "t",
+            "--to",
+            "s3://b/p/",
+        ]);
+        assert!(two.is_err());
+    }
+}

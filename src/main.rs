@@ -1,0 +1,40 @@
+//! The `ductwork` binary: parse arguments, set up logging, run, print, exit.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = ductwork::cli::Cli::parse();
+    ductwork::logging::init(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ductwork")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ductwork: error: step=ductwork cause=\"starting the runtime: {e}\"");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(ductwork::run(cli));
+    // Uploads and transactions are already closed; don't wait for stray tasks.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(outcome) => {
+            let mut out = std::io::stdout().lock();
+            let text = ductwork::secret::redact(&outcome.summary.to_string()).into_owned();
+            if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                return ExitCode::from(2);
+            }
+            ExitCode::from(if outcome.checks_failed { 1 } else { 0 })
+        }
+        Err(err) => {
+            let code = ductwork::error::exit_code(&err);
+            eprintln!("{}", ductwork::error::render(&err));
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
+        }
+    }
+}
