@@ -1,0 +1,484 @@
+//! S3: client set-up, multipart uploads that are always completed or aborted, small objects,
+//! listings and clean-up. Errors become [`S3Error`] at the call site, naming the operation, key
+//! and upload id (the SDK alone displays "service error").
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
+};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use crate::config::{S3Config, S3Uri};
+use crate::error::S3Error;
+
+/// An S3 client plus the settings every write needs.
+#[derive(Clone, Debug)]
+pub struct S3 {
+    /// The SDK client.
+    pub client: Client,
+    sse: Option<ServerSideEncryption>,
+    kms_key_id: Option<String>,
+    expected_owner: Option<String>,
+}
+
+impl S3 {
+    /// Builds a client from the standard AWS chain (env, profile, instance role) plus the
+    /// `[s3]` config; an endpoint (config, `$DUCTWORK_S3_ENDPOINT`, `$AWS_ENDPOINT_URL`)
+    /// switches to path-style addressing for S3-compatible stores.
+    pub async fn connect(cfg: &S3Config) -> anyhow::Result<Self> {
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("DUCTWORK_S3_ENDPOINT").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .filter(|e| !e.is_empty());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &cfg.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(300))
+            .read_timeout(Duration::from_secs(120))
+            .build();
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .timeout_config(timeouts)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
+        if shared.region().is_none() {
+            b = b.region(aws_config::Region::new("us-east-1"));
+        }
+        if let Some(ep) = endpoint {
+            b = b.endpoint_url(ep).force_path_style(true);
+        }
+        let sse = match cfg.sse.as_deref() {
+            None | Some("AES256") | Some("aes256") => Some(ServerSideEncryption::Aes256),
+            Some("aws:kms") => Some(ServerSideEncryption::AwsKms),
+            Some("none") => None,
+            Some(other) => anyhow::bail!("[s3] sse = {other:?}: use AES256, aws:kms or none"),
+        };
+        Ok(Self {
+            client: Client::from_conf(b.build()),
+            sse,
+            kms_key_id: cfg.kms_key_id.clone(),
+            expected_owner: cfg.expected_bucket_owner.clone(),
+        })
+    }
+
+    /// Starts a multipart upload; the returned value must be completed or aborted.
+    pub async fn create_upload(&self, uri: &S3Uri) -> Result<MultipartUpload, S3Error> {
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .content_type("application/gzip")
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key_id.clone())
+            .set_expected_bucket_owner(self.expected_owner.clone());
+        if self.sse.is_none() {
+            req = req.set_server_side_encryption(None);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| s3_error("CreateMultipartUpload", uri, None, e))?;
+        let upload_id = out.upload_id().unwrap_or_default().to_owned();
+        if upload_id.is_empty() {
+            return Err(S3Error {
+                op: "CreateMultipartUpload".into(),
+                key: uri.to_string(),
+                upload_id: None,
+                code: None,
+                message: Some("the response held no upload id".into()),
+                retriable: false,
+            });
+        }
+        register(self, uri, &upload_id);
+        Ok(MultipartUpload {
+            s3: self.clone(),
+            uri: uri.clone(),
+            upload_id,
+        })
+    }
+
+    /// Writes a small object in one request (atomic: it is either whole or absent).
+    pub async fn put(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), S3Error> {
+        self.client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .content_type(content_type)
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key_id.clone())
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_error("PutObject", uri, None, e))?;
+        Ok(())
+    }
+
+    /// Reads a whole object (for small objects: manifests, metadata).
+    pub async fn get(&self, uri: &S3Uri) -> Result<Bytes, S3Error> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|e| s3_error("GetObject", uri, None, e))?;
+        let data = out.body.collect().await.map_err(|e| S3Error {
+            op: "GetObject (reading the body of)".into(),
+            key: uri.to_string(),
+            upload_id: None,
+            code: None,
+            message: Some(e.to_string()),
+            retriable: true,
+        })?;
+        Ok(data.into_bytes())
+    }
+
+    /// Lists every key under a prefix, with its size.
+    pub async fn list(&self, prefix: &S3Uri) -> Result<Vec<(String, i64)>, S3Error> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&prefix.bucket)
+                .prefix(&prefix.key)
+                .set_continuation_token(token.take())
+                .set_expected_bucket_owner(self.expected_owner.clone())
+                .send()
+                .await
+                .map_err(|e| s3_error("ListObjectsV2", prefix, None, e))?;
+            for o in out.contents() {
+                if let Some(k) = o.key() {
+                    keys.push((k.to_owned(), o.size().unwrap_or(0)));
+                }
+            }
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Deletes keys in one bucket (batches of 1000).
+    pub async fn delete(&self, bucket: &str, keys: &[String]) -> Result<(), S3Error> {
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| S3Error {
+                    op: "DeleteObjects".into(),
+                    key: format!("s3://{bucket}/"),
+                    upload_id: None,
+                    code: None,
+                    message: Some(e.to_string()),
+                    retriable: false,
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| S3Error {
+                    op: "DeleteObjects".into(),
+                    key: format!("s3://{bucket}/"),
+                    upload_id: None,
+                    code: None,
+                    message: Some(e.to_string()),
+                    retriable: false,
+                })?;
+            let uri = S3Uri {
+                bucket: bucket.to_owned(),
+                key: batch.first().cloned().unwrap_or_default(),
+            };
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .set_expected_bucket_owner(self.expected_owner.clone())
+                .send()
+                .await
+                .map_err(|e| s3_error("DeleteObjects", &uri, None, e))?;
+            if let Some(err) = out.errors().first() {
+                return Err(S3Error {
+                    op: "DeleteObjects".into(),
+                    key: format!("s3://{bucket}/{}", err.key().unwrap_or_default()),
+                    upload_id: None,
+                    code: err.code().map(str::to_owned),
+                    message: err.message().map(str::to_owned),
+                    retriable: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Open multipart uploads under a prefix: (key, upload id, initiated).
+    pub async fn open_uploads(
+        &self,
+        prefix: &S3Uri,
+    ) -> Result<Vec<(String, String, Option<aws_smithy_types::DateTime>)>, S3Error> {
+        let mut found = Vec::new();
+        let mut key_marker = None;
+        let mut id_marker = None;
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&prefix.bucket)
+                .prefix(&prefix.key)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .set_expected_bucket_owner(self.expected_owner.clone())
+                .send()
+                .await
+                .map_err(|e| s3_error("ListMultipartUploads", prefix, None, e))?;
+            for u in out.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    found.push((k.to_owned(), id.to_owned(), u.initiated().cloned()));
+                }
+            }
+            if out.is_truncated() == Some(true) {
+                key_marker = out.next_key_marker().map(str::to_owned);
+                id_marker = out.next_upload_id_marker().map(str::to_owned);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Aborts one upload by id.
+    pub async fn abort(&self, uri: &S3Uri, upload_id: &str) -> Result<(), S3Error> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .upload_id(upload_id)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|e| s3_error("AbortMultipartUpload", uri, Some(upload_id), e))?;
+        unregister(upload_id);
+        Ok(())
+    }
+}
+
+/// An open multipart upload: complete it with [`MultipartUpload::complete`] or abort it with
+/// [`MultipartUpload::abort`]. Until then it is also in the process-wide registry, which the
+/// signal handler aborts.
+#[derive(Debug)]
+pub struct MultipartUpload {
+    s3: S3,
+    /// Where the object goes.
+    pub uri: S3Uri,
+    /// S3's id for this upload.
+    pub upload_id: String,
+}
+
+/// A chunk that S3 accepted: its number and ETag.
+#[derive(Clone, Debug)]
+pub struct UploadedChunk {
+    /// 1-based chunk (UploadPart) number.
+    pub number: i32,
+    /// The ETag S3 returned.
+    pub etag: String,
+}
+
+impl MultipartUpload {
+    /// Uploads one chunk (the SDK retries transient failures by resending this buffer).
+    pub async fn upload_chunk(&self, number: i32, data: Bytes) -> Result<UploadedChunk, S3Error> {
+        let op = format!("UploadPart {number} of");
+        let out = self
+            .s3
+            .client
+            .upload_part()
+            .bucket(&self.uri.bucket)
+            .key(&self.uri.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .set_expected_bucket_owner(self.s3.expected_owner.clone())
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| s3_error(&op, &self.uri, Some(&self.upload_id), e))?;
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        if etag.is_empty() {
+            return Err(S3Error {
+                op,
+                key: self.uri.to_string(),
+                upload_id: Some(self.upload_id.clone()),
+                code: None,
+                message: Some("S3 returned no ETag".into()),
+                retriable: false,
+            });
+        }
+        Ok(UploadedChunk { number, etag })
+    }
+
+    /// Completes the upload with the given chunks (sorted here by number).
+    pub async fn complete(self, mut chunks: Vec<UploadedChunk>) -> Result<(), S3Error> {
+        chunks.sort_by_key(|c| c.number);
+        let parts = chunks
+            .iter()
+            .map(|c| {
+                CompletedPart::builder()
+                    .part_number(c.number)
+                    .e_tag(&c.etag)
+                    .build()
+            })
+            .collect();
+        let result = self
+            .s3
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.uri.bucket)
+            .key(&self.uri.key)
+            .upload_id(&self.upload_id)
+            .set_expected_bucket_owner(self.s3.expected_owner.clone())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                unregister(&self.upload_id);
+                Ok(())
+            }
+            Err(e) => Err(s3_error(
+                "CompleteMultipartUpload",
+                &self.uri,
+                Some(&self.upload_id),
+                e,
+            )),
+        }
+    }
+
+    /// Aborts the upload, so that no part of it stays stored.
+    pub async fn abort(self) -> Result<(), S3Error> {
+        self.s3.abort(&self.uri, &self.upload_id).await
+    }
+}
+
+struct Registered {
+    s3: S3,
+    uri: S3Uri,
+    upload_id: String,
+}
+
+static OPEN_UPLOADS: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+
+fn register(s3: &S3, uri: &S3Uri, upload_id: &str) {
+    let mut open = OPEN_UPLOADS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    open.push(Registered {
+        s3: s3.clone(),
+        uri: uri.clone(),
+        upload_id: upload_id.to_owned(),
+    });
+}
+
+fn unregister(upload_id: &str) {
+    let mut open = OPEN_UPLOADS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    open.retain(|r| r.upload_id != upload_id);
+}
+
+/// Aborts every upload this process opened and has not completed or aborted (used after a
+/// signal, when the step's own clean-up was cancelled). Errors are logged.
+pub async fn abort_registered_uploads() {
+    let open: Vec<Registered> = std::mem::take(
+        &mut *OPEN_UPLOADS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let aborts = open.iter().map(|r| async move {
+        if let Err(e) = r.s3.abort(&r.uri, &r.upload_id).await {
+            tracing::error!(key = %r.uri, upload_id = %r.upload_id, error = %e, "Abort failed; the next run at this prefix cleans it up.");
+        }
+    });
+    futures::future::join_all(aborts).await;
+}
+
+/// Converts an SDK error into an [`S3Error`] with the operation, key and upload id.
+pub fn s3_error<E, R>(
+    op: &str,
+    uri: &S3Uri,
+    upload_id: Option<&str>,
+    err: SdkError<E, R>,
+) -> S3Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, message, retriable) = match &err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let code = e.code().map(str::to_owned);
+            let retriable = matches!(
+                code.as_deref(),
+                Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout")
+            );
+            (code, e.message().map(str::to_owned), retriable)
+        }
+        SdkError::TimeoutError(_) => (None, Some("timed out".to_owned()), true),
+        SdkError::DispatchFailure(d) => {
+            let msg = if d.is_io() {
+                "could not reach the endpoint (I/O error)".to_owned()
+            } else if d.is_timeout() {
+                "timed out connecting".to_owned()
+            } else {
+                "could not send the request".to_owned()
+            };
+            let detail = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+            (None, Some(format!("{msg}: {detail}")), true)
+        }
+        SdkError::ResponseError(_) => (
+            None,
+            Some(aws_sdk_s3::error::DisplayErrorContext(&err).to_string()),
+            true,
+        ),
+        _ => (
+            err.code().map(str::to_owned),
+            Some(aws_sdk_s3::error::DisplayErrorContext(&err).to_string()),
+            false,
+        ),
+    };
+    let message = match (&code, message) {
+        (Some(c), Some(m)) if c == "AccessDenied" => Some(format!(
+            "{m} (check the role's s3:PutObject/s3:AbortMultipartUpload on this prefix, and kms:GenerateDataKey/kms:Decrypt for SSE-KMS)"
+        )),
+        (_, m) => m,
+    };
+    S3Error {
+        op: op.to_owned(),
+        key: uri.to_string(),
+        upload_id: upload_id.map(str::to_owned),
+        code,
+        message,
+        retriable,
+    }
+}

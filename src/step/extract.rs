@@ -1,0 +1,456 @@
+//! `ductwork extract`: one query (or several sharded sources) to gzipped Redshift TSV parts,
+//! `ductwork.json` and, last, `manifest.json` (SPEC §4).
+//!
+//! Order of events: every part is written as an uncommitted upload (or temp file); only after
+//! every source reported a clean end of stream and rows written == rows read are the parts
+//! committed, then `ductwork.json`, then the manifest; then stale parts of earlier attempts
+//! are removed. Any failure before the manifest aborts every part, so the prefix never holds
+//! a manifest for incomplete data.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::cli::{ExtractArgs, NulArg, Utf8Arg};
+use crate::config::{ConnSpec, DbKind};
+use crate::ident::TableName;
+use crate::logging::Progress;
+use crate::parts::{Block, PartResult, PartsConfig, Workers};
+use crate::sink::{part_name, Dest};
+use crate::source::{self, BlockWriter, ColumnInfo, SourceOpts, SourceStats};
+use crate::tsv;
+use crate::{Ctx, Outcome};
+
+/// S3's smallest multipart chunk (all but the last): 5 MiB.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html>
+const MIN_CHUNK: u64 = 5 << 20;
+
+/// The table named in the error line: `--table`, else none.
+pub fn table_label(args: &ExtractArgs) -> Option<String> {
+    args.table.clone()
+}
+
+/// Builds the query text for one source.
+fn query_for(args: &ExtractArgs, kind: DbKind) -> anyhow::Result<String> {
+    let params = args
+        .params
+        .iter()
+        .map(|p| crate::sqltext::parse_param(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(t) = &args.table {
+        let name = TableName::parse(t)?;
+        return Ok(match kind {
+            DbKind::Mysql => format!("SELECT * FROM {}", name.mysql()),
+            _ => format!("SELECT * FROM {name}"),
+        });
+    }
+    let text = match (&args.sql, &args.sql_file) {
+        (Some(sql), _) => sql.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading --sql-file {}", f.display()))?,
+        (None, None) => bail!("one of --sql, --sql-file or --table is required"),
+    };
+    crate::sqltext::substitute_params(&text, &params)
+}
+
+fn cell_policy(args: &ExtractArgs) -> tsv::CellPolicy {
+    tsv::CellPolicy {
+        nul: match args.nul {
+            NulArg::Error => tsv::NulPolicy::Error,
+            NulArg::Replace => tsv::NulPolicy::Replace,
+            NulArg::Strip => tsv::NulPolicy::Strip,
+        },
+        utf8: match args.invalid_utf8 {
+            Utf8Arg::Error => tsv::Utf8Policy::Error,
+            Utf8Arg::Replace => tsv::Utf8Policy::Replace,
+        },
+    }
+}
+
+/// Runs the extract.
+pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let specs: Vec<ConnSpec> = args
+        .sources
+        .iter()
+        .map(|s| ctx.config.source(s))
+        .collect::<anyhow::Result<_>>()?;
+    for spec in &specs {
+        for w in &spec.warnings {
+            tracing::warn!("{w}");
+        }
+    }
+    let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() != specs.len() {
+        bail!("the same source is named twice");
+    }
+    if let Some(col) = &args.shard_column {
+        crate::ident::validate_ident(col).context("--shard-column")?;
+    }
+    let is_s3 = args.to.starts_with("s3://");
+    if is_s3 && !(MIN_CHUNK..=(5 << 30)).contains(&args.upload_chunk) {
+        bail!("--upload-chunk must be between 5 MiB and 5 GiB (S3 multipart limits)");
+    }
+    if args.part_size == 0 || args.uploads_in_flight == 0 {
+        bail!("--part-size and --uploads-in-flight must be positive");
+    }
+    let queries: Vec<String> = specs
+        .iter()
+        .map(|s| query_for(&args, s.kind))
+        .collect::<anyhow::Result<_>>()?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+        .max(1);
+
+    if ctx.global.dry_run {
+        return Ok(dry_run(ctx, &args, &specs, &queries));
+    }
+
+    tracing::info!(
+        sources = specs.len(),
+        to = %args.to,
+        query_sha256 = %sha_hex(&queries[0]),
+        run_id = %ctx.run_id,
+        "Extract started."
+    );
+    let dest = Arc::new(Dest::open(&args.to, &ctx.config.s3).await?);
+    let progress = Arc::new(Progress::default());
+    let _reporter = progress.spawn_reporter("extract", ctx.global.log_format);
+    let workers = Workers::new(
+        PartsConfig {
+            part_size: args.part_size,
+            chunk_size: usize::try_from(args.upload_chunk).unwrap_or(usize::MAX),
+            level: args.gzip_level,
+            threads,
+            in_flight: args.uploads_in_flight,
+        },
+        Arc::clone(&dest),
+        Arc::clone(&progress),
+    );
+    // Two blocks per worker in the channel: enough to keep both cores busy, small enough
+    // that a slow upload stops the source read within a few MiB.
+    let (tx, rx) = async_channel::bounded::<Block>(threads * 2);
+    let handles = workers.spawn(&rx)?;
+
+    let mut tasks = Vec::new();
+    for (spec, query) in specs.iter().cloned().zip(queries.iter().cloned()) {
+        let opts = SourceOpts {
+            cell: cell_policy(&args),
+            zero_dates: args.zero_dates,
+            special: args.special_values,
+            app_name: format!("ductwork:{}:extract", ctx.run_id),
+            shard_value: args.shard_column.as_ref().map(|_| spec.name.clone()),
+            read_timeout: args.read_timeout,
+        };
+        let mut writer = BlockWriter::new(tx.clone(), Arc::clone(&progress));
+        let rx_close = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = source::extract(&spec, &query, &opts, &mut writer)
+                .await
+                .with_context(|| format!("reading source {}", spec.name));
+            if r.is_err() {
+                // Stop the other sources and the workers.
+                rx_close.close();
+            }
+            r
+        }));
+    }
+    drop(tx);
+    let mut source_results = Vec::new();
+    for t in tasks {
+        source_results.push(t.await.context("a source task panicked")?);
+    }
+    let worker_outputs = tokio::task::spawn_blocking(move || {
+        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+    })
+    .await
+    .context("joining the compression threads")?;
+
+    let mut parts: Vec<PartResult> = Vec::new();
+    let mut worker_error = None;
+    for out in worker_outputs {
+        match out {
+            Ok(o) => {
+                parts.extend(o.parts);
+                if let Some(e) = o.error {
+                    worker_error.get_or_insert(e);
+                }
+            }
+            Err(_) => {
+                worker_error.get_or_insert(anyhow::anyhow!("a compression thread panicked"));
+            }
+        }
+    }
+    let mut source_error = None;
+    let mut columns: Option<Vec<ColumnInfo>> = None;
+    let mut stats = SourceStats::default();
+    for (r, spec) in source_results.into_iter().zip(&specs) {
+        match r {
+            Ok((cols, st)) => {
+                stats.add(&st);
+                match &columns {
+                    None => columns = Some(cols),
+                    Some(first) if *first != cols => {
+                        source_error.get_or_insert(anyhow::anyhow!(
+                            "source {} returns different columns than {}: {:?} vs {:?}",
+                            spec.name,
+                            specs[0].name,
+                            cols.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                            first.iter().map(|c| &c.name).collect::<Vec<_>>()
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            Err(e) => {
+                source_error.get_or_insert(e);
+            }
+        }
+    }
+    // A source that failed because the workers stopped reports only that; prefer the
+    // workers' own error then.
+    let failure = match (source_error, worker_error) {
+        (Some(s), Some(w))
+            if s.chain()
+                .any(|c| c.to_string().contains("compression stage stopped")) =>
+        {
+            Some(w)
+        }
+        (Some(s), _) => Some(s),
+        (None, Some(w)) => Some(w),
+        (None, None) => None,
+    };
+    if let Some(err) = failure {
+        abort_all(parts).await;
+        return Err(err);
+    }
+    let rows_written: u64 = parts.iter().map(|p| p.rows).sum();
+    if rows_written != stats.rows {
+        abort_all(parts).await;
+        bail!(
+            "rows written ({rows_written}) differ from rows read ({}); nothing was committed",
+            stats.rows
+        );
+    }
+    let multiple = args.parts_multiple.unwrap_or(1).max(1);
+    let wanted = parts.len().max(1).div_ceil(multiple) * multiple;
+    if parts.len() < wanted {
+        // An empty result still gets one (empty) part; --parts-multiple pads with empty parts.
+        let w = workers.clone_shared();
+        let extra = wanted - parts.len();
+        let made = tokio::task::spawn_blocking(move || {
+            (0..extra).map(|_| w.empty_part()).collect::<Vec<_>>()
+        })
+        .await
+        .context("writing empty parts")?;
+        let mut failed = None;
+        for p in made {
+            match p {
+                Ok(p) => parts.push(p),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            abort_all(parts).await;
+            return Err(e.context("writing an empty part"));
+        }
+    }
+    parts.sort_by_key(|p| p.index);
+
+    let mut meta_parts = Vec::new();
+    let mut entries = Vec::new();
+    let mut pending = Vec::new();
+    for p in parts {
+        let name = part_name(p.index);
+        let url = dest.url(&name);
+        meta_parts.push(json!({
+            "name": name, "url": url, "rows": p.rows, "raw_bytes": p.raw_bytes,
+            "compressed_bytes": p.compressed_bytes, "sha256": p.sha256,
+        }));
+        entries.push(json!({
+            "url": url, "mandatory": true, "meta": {"content_length": p.compressed_bytes},
+        }));
+        pending.push((name, p));
+    }
+    let names: Vec<String> = pending.iter().map(|(n, _)| n.clone()).collect();
+    commit_all(pending).await?;
+
+    let columns = columns.unwrap_or_default();
+    let mut column_meta: Vec<serde_json::Value> = columns
+        .iter()
+        .map(|c| json!({"name": c.name, "source_type": c.source_type}))
+        .collect();
+    if let Some(sc) = &args.shard_column {
+        column_meta.push(json!({"name": sc, "source_type": "shard name"}));
+    }
+    let bytes_raw: u64 = meta_parts
+        .iter()
+        .filter_map(|p| p["raw_bytes"].as_u64())
+        .sum();
+    let bytes_compressed: u64 = meta_parts
+        .iter()
+        .filter_map(|p| p["compressed_bytes"].as_u64())
+        .sum();
+    let finished_at = SystemTime::now();
+    let metadata = json!({
+        "format_version": 1,
+        "ductwork_version": env!("CARGO_PKG_VERSION"),
+        "run_id": ctx.run_id,
+        "rows": stats.rows,
+        "bytes_raw": bytes_raw,
+        "bytes_compressed": bytes_compressed,
+        "parts": meta_parts,
+        "columns": column_meta,
+        "null_marker": String::from_utf8_lossy(tsv::NULL_MARKER),
+        "null_as": tsv::NULL_AS_SQL,
+        "format": {"delimiter": "\t", "escape": true, "gzip": true, "record_end": "\n"},
+        "sources": specs.iter().map(|s| json!({"name": s.name, "url": s.display_url()})).collect::<Vec<_>>(),
+        "query_sha256": sha_hex(&queries[0]),
+        "table": args.table,
+        "counts": stats,
+        "started": rfc3339(started_at),
+        "finished": rfc3339(finished_at),
+    });
+    let manifest = json!({ "entries": entries });
+    dest.put_small(
+        "ductwork.json",
+        Bytes::from(serde_json::to_vec_pretty(&metadata)?),
+        "application/json",
+    )
+    .await
+    .context("writing ductwork.json")?;
+    dest.put_small(
+        "manifest.json",
+        Bytes::from(serde_json::to_vec_pretty(&manifest)?),
+        "application/json",
+    )
+    .await
+    .context("writing manifest.json")?;
+    let removed = match dest.remove_stale(&names, started_at).await {
+        Ok(r) => r,
+        Err(e) => {
+            // The extract itself is complete: stale parts are outside the manifest and harmless.
+            tracing::warn!(error = %format!("{e:#}"), "Could not remove stale parts; the next run retries.");
+            Vec::new()
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let rows_per_s = (stats.rows as f64 / secs.max(1e-3)).round();
+    tracing::info!(
+        rows = stats.rows,
+        parts = names.len(),
+        bytes_raw,
+        bytes_compressed,
+        elapsed_ms = crate::elapsed_ms(started),
+        "Extract finished."
+    );
+    Ok(Outcome {
+        summary: json!({
+            "step": "extract",
+            "run_id": ctx.run_id,
+            "rows": stats.rows,
+            "parts": names.len(),
+            "bytes_raw": bytes_raw,
+            "bytes_compressed": bytes_compressed,
+            "manifest": dest.url("manifest.json"),
+            "metadata": dest.url("ductwork.json"),
+            "columns": columns.len() + usize::from(args.shard_column.is_some()),
+            "counts": stats,
+            "stale_removed": removed,
+            "duration_ms": crate::elapsed_ms(started),
+            "rows_per_s": rows_per_s,
+        }),
+        checks_failed: false,
+    })
+}
+
+/// Aborts every part (errors logged: the next run at this prefix cleans up).
+async fn abort_all(parts: Vec<PartResult>) {
+    let aborts = parts.into_iter().map(|p| async move {
+        let what = p.out.describe();
+        if let Err(e) = p.out.abort().await {
+            tracing::error!(part = %what, error = %format!("{e:#}"), "Abort failed; the next run at this prefix cleans it up.");
+        }
+    });
+    futures::future::join_all(aborts).await;
+}
+
+/// Commits every part, 8 at a time; on a failure, aborts the rest and removes the committed.
+async fn commit_all(pending: Vec<(String, PartResult)>) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let results: Vec<(String, anyhow::Result<()>)> = futures::stream::iter(pending)
+        .map(|(name, p)| async move {
+            let r = p
+                .out
+                .commit()
+                .await
+                .with_context(|| format!("committing {name}"));
+            (name, r)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut first_err = None;
+    for (_, r) in results {
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        None => Ok(()),
+        Some(e) => Err(e.context(
+            "a part could not be committed: no manifest was written, so nothing at this prefix is loadable; committed parts are removed by the next run",
+        )),
+    }
+}
+
+fn dry_run(ctx: &Ctx, args: &ExtractArgs, specs: &[ConnSpec], queries: &[String]) -> Outcome {
+    let actions: Vec<serde_json::Value> = specs
+        .iter()
+        .zip(queries)
+        .map(|(s, q)| {
+            let sql = match s.kind {
+                DbKind::Mysql => format!(
+                    "{} (binary protocol, streamed)",
+                    source::postgres::trim_query(q)
+                ),
+                _ => format!("COPY ({}) TO STDOUT", source::postgres::trim_query(q)),
+            };
+            json!({"source": s.display_url(), "sql": sql})
+        })
+        .collect();
+    Outcome {
+        summary: json!({
+            "step": "extract",
+            "dry_run": true,
+            "run_id": ctx.run_id,
+            "queries": actions,
+            "s3": [
+                format!("multipart uploads of part-NNNNN.tsv.gz under {} (committed after a clean end of stream)", args.to),
+                format!("put {}ductwork.json", args.to),
+                format!("put {}manifest.json (last)", args.to),
+                format!("delete part-NNNNN.tsv.gz under {} not in the new manifest", args.to),
+            ],
+        }),
+        checks_failed: false,
+    }
+}
+
+fn sha_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
