@@ -1,0 +1,3 @@
+SELECT count(*) FROM "prod"."users";
+
+ANALYZE "prod"."users";

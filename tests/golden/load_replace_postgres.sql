@@ -1,0 +1,7 @@
+BEGIN;
+
+DELETE FROM "staging"."users";
+
+COPY "staging"."users" ("id", "email", "created_at") FROM STDIN;
+
+COMMIT;
