@@ -1,0 +1,556 @@
+//! `ductwork load` (Dataduct `create-load-redshift`): an extract's manifest into a table, in
+//! one transaction (SPEC §6).
+//!
+//! The table is created from its definition when missing, or compared with it when present
+//! (names, order, normalised types: a mismatch lists every difference and loads nothing).
+//! Replace mode is `DELETE` + load in one transaction (never TRUNCATE, which commits on
+//! Redshift); `--append` keeps the rows. Only the manifest's exact keys are read. Rows loaded
+//! must equal `ductwork.json`'s row count, or everything rolls back.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use serde_json::json;
+
+use crate::cli::LoadArgs;
+use crate::config::ConnSpec;
+use crate::ident::TableName;
+use crate::manifest::{self, Entry, Metadata};
+use crate::store::Store;
+use crate::tabledef::{self, SqlType, TableDef};
+use crate::warehouse::pgload::{self, LineMap, Target};
+use crate::warehouse::sql::{self, Dialect};
+use crate::warehouse::{self};
+use crate::{tsv, Ctx, Outcome};
+
+/// The table named in the error line.
+pub fn table_label(args: &LoadArgs) -> Option<String> {
+    args.table.clone().or_else(|| {
+        args.table_def
+            .as_ref()
+            .and_then(|p| p.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+    })
+}
+
+/// What the load works from: the target and the extract.
+struct Plan {
+    spec: ConnSpec,
+    dialect: Dialect,
+    table: TableName,
+    def: Option<TableDef>,
+    entries: Vec<Entry>,
+    meta: Option<Metadata>,
+}
+
+/// Runs the load.
+pub async fn run(ctx: &Ctx, args: LoadArgs) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let spec = ctx.config.warehouse(&args.warehouse)?;
+    for w in &spec.warnings {
+        tracing::warn!("{w}");
+    }
+    let dialect = warehouse::dialect(&spec)?;
+    let def = args
+        .table_def
+        .as_deref()
+        .map(tabledef::parse_file)
+        .transpose()?;
+    let table = match (&def, &args.table) {
+        (Some(d), _) => d.name.clone(),
+        (None, Some(t)) => TableName::parse(t)?,
+        (None, None) => bail!("--table-def or --table is required"),
+    };
+    if args.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    let store = Arc::new(Store::new(&ctx.config.s3));
+    let manifest_bytes = store
+        .get(&args.from)
+        .await
+        .with_context(|| format!("reading the manifest {}", args.from))?;
+    let entries = manifest::parse_manifest(&manifest_bytes, &args.from)?;
+    let meta_url = manifest::metadata_url(&args.from);
+    let meta = match store.get(&meta_url).await {
+        Ok(b) => Some(manifest::parse_metadata(&b, &meta_url)?),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "No ductwork.json beside the manifest; the row count is not checked.");
+            None
+        }
+    };
+    if let Some(m) = &meta {
+        if m.null_marker.as_bytes() != tsv::NULL_MARKER {
+            bail!(
+                "{meta_url} was written with NULL marker {:?}; this ductwork reads {:?}",
+                m.null_marker,
+                String::from_utf8_lossy(tsv::NULL_MARKER)
+            );
+        }
+    }
+    let plan = Plan {
+        spec,
+        dialect,
+        table,
+        def,
+        entries,
+        meta,
+    };
+    tracing::info!(table = %plan.table.plain(), parts = plan.entries.len(), from = %args.from, "Load started.");
+    let summary = match plan.dialect {
+        Dialect::Postgres => load_postgres(ctx, &args, &plan, store).await?,
+        Dialect::Redshift => load_redshift(ctx, &args, &plan).await?,
+    };
+    let mut summary = summary;
+    summary["duration_ms"] = json!(crate::elapsed_ms(started));
+    tracing::info!(table = %plan.table.plain(), rows = %summary["rows"], "Load finished.");
+    Ok(Outcome {
+        summary,
+        checks_failed: false,
+    })
+}
+
+/// The columns to load into: checked against the definition and the extract.
+fn check_columns(
+    plan: &Plan,
+    existing: Option<&Vec<(String, SqlType)>>,
+) -> anyhow::Result<Vec<(String, SqlType)>> {
+    let cols: Vec<(String, SqlType)> = match (existing, &plan.def) {
+        (Some(cols), Some(def)) => {
+            let diffs = tabledef::compare_columns(def, cols);
+            if !diffs.is_empty() {
+                bail!(
+                    "table {} does not match {}: {}",
+                    plan.table.plain(),
+                    def.origin,
+                    diffs.join("; ")
+                );
+            }
+            cols.clone()
+        }
+        (Some(cols), None) => cols.clone(),
+        (None, Some(def)) => def
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.data_type.clone()))
+            .collect(),
+        (None, None) => bail!(
+            "table {} does not exist; pass --table-def to create it",
+            plan.table.plain()
+        ),
+    };
+    if let Some(m) = &plan.meta {
+        if m.columns.len() != cols.len() {
+            bail!(
+                "the extract has {} columns ({}) but table {} has {} ({})",
+                m.columns.len(),
+                m.columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                plan.table.plain(),
+                cols.len(),
+                cols.iter()
+                    .map(|c| c.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(cols)
+}
+
+fn create_statements(plan: &Plan, dialect: Dialect) -> Vec<String> {
+    let Some(def) = &plan.def else {
+        return Vec::new();
+    };
+    let mut stmts = Vec::new();
+    if let Some(schema) = &def.name.schema {
+        stmts.push(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            crate::ident::quote_ident(schema)
+        ));
+    }
+    stmts.push(match dialect {
+        Dialect::Postgres => def.create_sql_postgres(),
+        Dialect::Redshift => def.create_sql_redshift(),
+    });
+    stmts
+}
+
+fn targets(cols: &[(String, SqlType)]) -> Vec<Target> {
+    cols.iter()
+        .map(|(_, t)| {
+            if t.postgres_sql() == "bytea" {
+                Target::HexToBytea
+            } else {
+                Target::Text
+            }
+        })
+        .collect()
+}
+
+/// Adds the part and line of a rejected row, read from PostgreSQL's `COPY t, line N` context.
+fn locate(err: anyhow::Error, lines: &Mutex<LineMap>) -> anyhow::Error {
+    let place = err.chain().find_map(|c| {
+        let db = c
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)?;
+        let w = db.where_()?;
+        let n: u64 = w
+            .split("line ")
+            .nth(1)?
+            .split(|ch: char| !ch.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        let map = lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.locate(n).map(|(url, l)| format!("part {url} line {l}"))
+    });
+    match place {
+        Some(p) => err.context(format!("the warehouse rejected a row at {p}")),
+        None => err,
+    }
+}
+
+async fn load_postgres(
+    ctx: &Ctx,
+    args: &LoadArgs,
+    plan: &Plan,
+    store: Arc<Store>,
+) -> anyhow::Result<serde_json::Value> {
+    let app = format!("ductwork:{}:load", ctx.run_id);
+    if ctx.global.dry_run {
+        let cols: Vec<String> = match &plan.def {
+            Some(d) => d.columns.iter().map(|c| c.name.clone()).collect(),
+            None => vec!["<columns from the catalog>".into()],
+        };
+        let mut body = create_statements(plan, Dialect::Postgres);
+        if !args.append {
+            body.push(sql::delete_all_sql(&plan.table));
+        }
+        body.push(format!(
+            "{} -- {} parts from {}",
+            sql::copy_from_stdin_sql(&plan.table, &cols)?,
+            plan.entries.len(),
+            args.from
+        ));
+        return Ok(json!({
+            "step": "load", "dry_run": true, "table": plan.table.plain(),
+            "statements": sql::transaction(body)?,
+            "s3": plan.entries.iter().map(|e| format!("get {}", e.url)).collect::<Vec<_>>(),
+        }));
+    }
+    let client = warehouse::connect(&plan.spec, &app).await?;
+    let existing = warehouse::table_columns(&client, &plan.table).await?;
+    let created = existing.is_none();
+    let cols = check_columns(plan, existing.as_ref())?;
+    let names: Vec<String> = cols.iter().map(|c| c.0.clone()).collect();
+    let copy_sql = sql::copy_from_stdin_sql(&plan.table, &names)?;
+    let targets = Arc::new(targets(&cols));
+    let expected = plan.meta.as_ref().map(|m| m.rows);
+
+    if args.parallel > 1 && created && plan.entries.len() > 1 {
+        return load_postgres_parallel(ctx, args, plan, store, &client, &copy_sql, targets).await;
+    }
+    if args.parallel > 1 {
+        tracing::warn!(
+            "--parallel applies to a table this load creates; {} exists, so one session loads it atomically.",
+            plan.table.plain()
+        );
+    }
+    client.batch_execute("BEGIN").await.context("BEGIN")?;
+    for stmt in create_statements(plan, Dialect::Postgres)
+        .iter()
+        .filter(|_| created)
+    {
+        client
+            .batch_execute(stmt)
+            .await
+            .with_context(|| format!("creating {}", plan.table.plain()))?;
+    }
+    let mut deleted = 0;
+    if !args.append && !created {
+        deleted = client
+            .execute(&sql::delete_all_sql(&plan.table), &[])
+            .await
+            .with_context(|| format!("emptying {}", plan.table.plain()))?;
+    }
+    let lines = Arc::new(Mutex::new(LineMap::default()));
+    let out = pgload::copy_parts(
+        &client,
+        &copy_sql,
+        Arc::clone(&store),
+        plan.entries.clone(),
+        targets,
+        Arc::clone(&lines),
+    )
+    .await
+    .map_err(|e| locate(e, &lines))?;
+    if let Some(n) = expected {
+        if out.rows != n {
+            let _ = client.batch_execute("ROLLBACK").await;
+            bail!(
+                "COPY loaded {} rows but the extract holds {n}; rolled back",
+                out.rows
+            );
+        }
+    }
+    client.batch_execute("COMMIT").await.context("COMMIT")?;
+    Ok(json!({
+        "step": "load", "run_id": ctx.run_id, "table": plan.table.plain(), "dialect": "postgres",
+        "rows": out.rows, "rows_deleted": deleted, "created": created, "append": args.append,
+        "parts": plan.entries.len(), "bytes_read": out.bytes_read, "sessions": 1,
+        "from": args.from,
+    }))
+}
+
+/// Loads a table this load created over N sessions: every session COPYs its share in its own
+/// transaction, and all commit only when every one succeeded and the rows add up; otherwise
+/// every session rolls back and the new table is dropped. (A crash between the commits can
+/// leave the new table partly loaded; it did not exist before, so production is untouched.)
+async fn load_postgres_parallel(
+    ctx: &Ctx,
+    args: &LoadArgs,
+    plan: &Plan,
+    store: Arc<Store>,
+    admin: &tokio_postgres::Client,
+    copy_sql: &str,
+    targets: Arc<Vec<Target>>,
+) -> anyhow::Result<serde_json::Value> {
+    for stmt in create_statements(plan, Dialect::Postgres) {
+        admin
+            .batch_execute(&stmt)
+            .await
+            .with_context(|| format!("creating {}", plan.table.plain()))?;
+    }
+    let n = args.parallel.min(plan.entries.len());
+    let mut shares: Vec<Vec<Entry>> = vec![Vec::new(); n];
+    for (i, e) in plan.entries.iter().enumerate() {
+        shares[i % n].push(e.clone());
+    }
+    let app = format!("ductwork:{}:load", ctx.run_id);
+    let mut tasks = Vec::new();
+    for share in shares {
+        let spec = plan.spec.clone();
+        let app = app.clone();
+        let store = Arc::clone(&store);
+        let targets = Arc::clone(&targets);
+        let copy_sql = copy_sql.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let client = warehouse::connect(&spec, &app).await?;
+            client.batch_execute("BEGIN").await.context("BEGIN")?;
+            let lines = Arc::new(Mutex::new(LineMap::default()));
+            let out = pgload::copy_parts(
+                &client,
+                &copy_sql,
+                store,
+                share,
+                targets,
+                Arc::clone(&lines),
+            )
+            .await
+            .map_err(|e| locate(e, &lines))?;
+            anyhow::Ok((client, out))
+        }));
+    }
+    let mut sessions = Vec::new();
+    let mut failure = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(s)) => sessions.push(s),
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(anyhow::anyhow!("a load session failed: {e}"));
+            }
+        }
+    }
+    let rows: u64 = sessions.iter().map(|(_, o)| o.rows).sum();
+    let bytes: u64 = sessions.iter().map(|(_, o)| o.bytes_read).sum();
+    if failure.is_none() {
+        if let Some(expected) = plan.meta.as_ref().map(|m| m.rows) {
+            if rows != expected {
+                failure = Some(anyhow::anyhow!(
+                    "COPY loaded {rows} rows but the extract holds {expected}"
+                ));
+            }
+        }
+    }
+    if let Some(e) = failure {
+        for (c, _) in &sessions {
+            let _ = c.batch_execute("ROLLBACK").await;
+        }
+        drop(sessions);
+        let _ = admin
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", plan.table))
+            .await;
+        return Err(e.context(format!(
+            "parallel load failed; the new table {} was dropped",
+            plan.table.plain()
+        )));
+    }
+    for (i, (c, _)) in sessions.iter().enumerate() {
+        if let Err(e) = c.batch_execute("COMMIT").await {
+            let _ = admin
+                .batch_execute(&format!("DROP TABLE IF EXISTS {}", plan.table))
+                .await;
+            return Err(anyhow::Error::new(e).context(format!(
+                "committing load session {i}; the new table {} was dropped",
+                plan.table.plain()
+            )));
+        }
+    }
+    Ok(json!({
+        "step": "load", "run_id": ctx.run_id, "table": plan.table.plain(), "dialect": "postgres",
+        "rows": rows, "rows_deleted": 0, "created": true, "append": args.append,
+        "parts": plan.entries.len(), "bytes_read": bytes, "sessions": n, "from": args.from,
+    }))
+}
+
+async fn load_redshift(
+    ctx: &Ctx,
+    args: &LoadArgs,
+    plan: &Plan,
+) -> anyhow::Result<serde_json::Value> {
+    let auth = match &plan.spec.iam_role {
+        Some(role) => sql::CopyAuth::IamRole(role.clone()),
+        None => match (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Ok(k), Ok(s)) => {
+                crate::secret::register(&s);
+                let token = std::env::var("AWS_SESSION_TOKEN").ok();
+                if let Some(t) = &token {
+                    crate::secret::register(t);
+                }
+                tracing::warn!("No iam_role for this warehouse; COPY uses the session's access keys (redacted everywhere).");
+                sql::CopyAuth::Credentials {
+                    access_key_id: k,
+                    secret_access_key: s,
+                    session_token: token,
+                }
+            }
+            _ => bail!(
+                "warehouse {} has no iam_role (and no AWS access keys in the environment) for COPY",
+                plan.spec.name
+            ),
+        },
+    };
+    let columns: Vec<String> = match (&plan.def, &plan.meta) {
+        (Some(d), _) => d.columns.iter().map(|c| c.name.clone()).collect(),
+        (None, Some(m)) => m.columns.iter().map(|c| c.name.clone()).collect(),
+        (None, None) => bail!("--table without ductwork.json: cannot tell the column list"),
+    };
+    let mut copy = sql::RedshiftCopy::new(
+        plan.table.clone(),
+        columns,
+        args.from.clone(),
+        auth,
+        tsv::NULL_AS_SQL,
+    );
+    copy.region = args.region.clone().or_else(|| plan.spec.region.clone());
+    copy.explicit_ids = plan
+        .def
+        .as_ref()
+        .is_some_and(|d| d.columns.iter().any(|c| c.identity.is_some()));
+    let copy_sql = sql::copy_redshift(&copy)?;
+    let copy_shown = sql::copy_redshift_redacted(&copy)?;
+    if ctx.global.dry_run {
+        let mut body = create_statements(plan, Dialect::Redshift);
+        if !args.append {
+            body.push(sql::delete_all_sql(&plan.table));
+        }
+        body.push(copy_shown);
+        body.push(sql::LAST_COPY_COUNT_SQL.to_owned());
+        return Ok(json!({
+            "step": "load", "dry_run": true, "table": plan.table.plain(),
+            "statements": sql::transaction(body)?,
+        }));
+    }
+    let client = warehouse::connect(&plan.spec, &format!("ductwork:{}:load", ctx.run_id)).await?;
+    client.batch_execute("BEGIN").await.context("BEGIN")?;
+    let exists: bool = client
+        .query_one(
+            "SELECT count(*) > 0 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+            &[&plan.table.schema.clone().unwrap_or_else(|| "public".into()), &plan.table.name],
+        )
+        .await
+        .context("looking up the table")?
+        .get(0);
+    if !exists {
+        if plan.def.is_none() {
+            bail!(
+                "table {} does not exist; pass --table-def to create it",
+                plan.table.plain()
+            );
+        }
+        for stmt in create_statements(plan, Dialect::Redshift) {
+            client
+                .batch_execute(&stmt)
+                .await
+                .with_context(|| format!("creating {}", plan.table.plain()))?;
+        }
+    }
+    if !args.append && exists {
+        client
+            .batch_execute(&sql::delete_all_sql(&plan.table))
+            .await
+            .with_context(|| format!("emptying {}", plan.table.plain()))?;
+    }
+    if let Err(e) = client.batch_execute(&copy_sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        let detail = redshift_load_errors(&client).await;
+        return Err(anyhow::Error::new(e).context(format!("COPY failed; load errors: {detail}")));
+    }
+    let rows: i64 = client
+        .query_one(sql::LAST_COPY_COUNT_SQL, &[])
+        .await
+        .context("reading pg_last_copy_count()")?
+        .get(0);
+    let rows = u64::try_from(rows).unwrap_or(0);
+    if let Some(m) = &plan.meta {
+        if rows != m.rows {
+            let _ = client.batch_execute("ROLLBACK").await;
+            bail!(
+                "COPY loaded {rows} rows but the extract holds {}; rolled back",
+                m.rows
+            );
+        }
+    }
+    client.batch_execute("COMMIT").await.context("COMMIT")?;
+    Ok(json!({
+        "step": "load", "run_id": ctx.run_id, "table": plan.table.plain(), "dialect": "redshift",
+        "rows": rows, "created": !exists, "append": args.append, "parts": plan.entries.len(),
+        "from": args.from,
+    }))
+}
+
+/// The rows of `sys_load_error_detail` (or `stl_load_errors`) for the session's last COPY.
+async fn redshift_load_errors(client: &tokio_postgres::Client) -> String {
+    for q in [sql::load_errors_sql(), sql::stl_load_errors_sql()] {
+        if let Ok(rows) = client.simple_query(&q).await {
+            let lines: Vec<String> = rows
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or("").trim().to_owned())
+                            .collect::<Vec<_>>()
+                            .join(" | "),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            if !lines.is_empty() {
+                return lines.join("; ");
+            }
+        }
+    }
+    "none found in sys_load_error_detail or stl_load_errors".to_owned()
+}
