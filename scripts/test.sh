@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): checks the local services, then formatting, lints and
+# every test. The S3 endpoint is an in-process s3s-fs server started by the tests themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -D warnings" >&2
+cargo clippy --all-targets --all-features -- -D warnings
+echo "== cargo test" >&2
+# Test binaries run one after another; tests inside each run in parallel (each isolates itself).
+cargo test --all-targets --all-features -- --nocapture 2>&1 | tee target/test-output.log
+grep -E '^(tsv-property|fidelity|extract-suite|faults):' target/test-output.log || true
