@@ -217,8 +217,9 @@ impl OpenPart {
         }
     }
 
-    /// Makes the part visible under its final name (S3: waits for its chunks, then completes).
-    pub async fn commit(self) -> anyhow::Result<()> {
+    /// Makes the part visible under its final name (S3: waits for its chunks, then completes);
+    /// `len` is its compressed size.
+    pub async fn commit(self, len: u64) -> anyhow::Result<()> {
         match self {
             Self::S3 { upload, chunks } => {
                 let mut done = Vec::with_capacity(chunks.len());
@@ -245,7 +246,7 @@ impl OpenPart {
                     }
                     return Err(e.context(format!("uploading {uri}")));
                 }
-                upload.complete(done).await?;
+                upload.complete(done, len).await?;
                 Ok(())
             }
             Self::Local {

@@ -392,7 +392,7 @@ async fn commit_all(pending: Vec<(String, PartResult)>) -> anyhow::Result<()> {
         .map(|(name, p)| async move {
             let r = p
                 .out
-                .commit()
+                .commit(p.compressed_bytes)
                 .await
                 .with_context(|| format!("committing {name}"));
             (name, r)
