@@ -67,7 +67,9 @@ enum Conv {
     Number,
     Date,
     DateTime { fraction: bool },
-    Time,
+    // `decimals`: the column's fractional-second digits, always written (the server shows
+    // `TIME(3)` as `12:34:56.780`); never fewer than the value needs.
+    Time { decimals: u8 },
 }
 
 fn plan(col: &Column) -> (Conv, String) {
@@ -123,7 +125,12 @@ fn plan(col: &Column) -> (Conv, String) {
             },
             format!("timestamp({})", col.decimals()),
         ),
-        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => (Conv::Time, "time".to_owned()),
+        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => (
+            Conv::Time {
+                decimals: col.decimals(),
+            },
+            "time".to_owned(),
+        ),
         T::MYSQL_TYPE_JSON => (Conv::Text, "json".to_owned()),
         T::MYSQL_TYPE_GEOMETRY => (Conv::Hex, "geometry".to_owned()),
         _ if flags.contains(ColumnFlags::ENUM_FLAG) => (Conv::Text, "enum".to_owned()),
@@ -322,20 +329,35 @@ fn encode(
                 }
             }
         }
-        (Conv::Time, Value::Time(neg, days, hh, mi, ss, us)) => {
+        (Conv::Time { decimals }, Value::Time(neg, days, hh, mi, ss, us)) => {
             let hours = u64::from(*days) * 24 + u64::from(*hh);
             if *neg {
                 buf.push(b'-');
             }
             write!(buf, "{hours:02}:{mi:02}:{ss:02}")?;
-            if *us != 0 {
-                write!(buf, ".{us:06}")?;
-            }
+            push_fraction(buf, *us, decimals);
         }
         (Conv::Text, other) => bail!("unexpected value {other:?} for a text column"),
         (conv, other) => bail!("unexpected value {other:?} for a {conv:?} column"),
     }
     Ok(())
+}
+
+/// Appends `.` and the microseconds of a TIME value with the column's digits (`decimals`
+/// 1-6), or all six when the column has none or claims more (expressions), or when fewer
+/// would drop a non-zero digit. Nothing for a whole-second value of a `TIME(0)` column.
+fn push_fraction(buf: &mut Vec<u8>, us: u32, decimals: u8) {
+    let digits = format!("{us:06}");
+    let mut n = match decimals {
+        1..=6 => usize::from(decimals),
+        _ if us == 0 => return,
+        _ => 6,
+    };
+    if digits.as_bytes()[n..].iter().any(|&d| d != b'0') {
+        n = 6;
+    }
+    buf.push(b'.');
+    buf.extend_from_slice(&digits.as_bytes()[..n]);
 }
 
 /// Shortest round-trip text: `f32` values are printed as `f32` (so 0.1f32 is `0.1`).
@@ -377,6 +399,22 @@ mod tests {
         push_float(&mut b, -0.0, None).unwrap();
         assert_eq!(b, b"-0.0");
         assert!(push_float(&mut b, f64::NAN, None).is_err());
+    }
+
+    #[test]
+    fn time_fractions_follow_the_column() {
+        let f = |us, decimals| {
+            let mut b = Vec::new();
+            push_fraction(&mut b, us, decimals);
+            String::from_utf8(b).unwrap()
+        };
+        assert_eq!(f(0, 0), "");
+        assert_eq!(f(0, 6), ".000000");
+        assert_eq!(f(780_000, 3), ".780");
+        assert_eq!(f(789_123, 3), ".789123", "never drops a digit");
+        assert_eq!(f(5, 0), ".000005");
+        assert_eq!(f(5, 39), ".000005", "expressions: not a fixed count");
+        assert_eq!(f(0, 39), "");
     }
 
     #[test]

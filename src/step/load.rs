@@ -24,14 +24,41 @@ use crate::warehouse::sql::{self, Dialect};
 use crate::warehouse::{self};
 use crate::{tsv, Ctx, Outcome};
 
-/// The table named in the error line.
+/// The table named in the error line: `--table`, else the table the definition creates (the
+/// file name only when the definition cannot be read, e.g. a missing file).
 pub fn table_label(args: &LoadArgs) -> Option<String> {
     args.table.clone().or_else(|| {
-        args.table_def
-            .as_ref()
-            .and_then(|p| p.file_stem())
-            .map(|s| s.to_string_lossy().into_owned())
+        let path = args.table_def.as_ref()?;
+        match tabledef::parse_file(path) {
+            Ok(def) => Some(def.name.plain()),
+            Err(_) => path.file_stem().map(|s| s.to_string_lossy().into_owned()),
+        }
     })
+}
+
+/// COPY loads fields by position. When the extract's columns are the table's under the same
+/// names but in another order, a positional load would put values in the wrong columns,
+/// silently wherever the types allow it: refuse it. (Different names are allowed: extracts
+/// are often aliased differently from the warehouse.)
+fn check_column_order(meta: &Metadata, table: &TableName, cols: &[&str]) -> anyhow::Result<()> {
+    let extract: Vec<String> = meta.columns.iter().map(|c| c.name.to_lowercase()).collect();
+    let target: Vec<String> = cols.iter().map(|c| c.to_lowercase()).collect();
+    if extract == target {
+        return Ok(());
+    }
+    let (mut a, mut b) = (extract.clone(), target.clone());
+    a.sort_unstable();
+    b.sort_unstable();
+    if a == b {
+        bail!(
+            "the extract has the columns of table {} in another order ({}; the table has {}): \
+             COPY loads by position, so values would land in the wrong columns",
+            table.plain(),
+            extract.join(", "),
+            target.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// What the load works from: the target and the extract.
@@ -157,6 +184,8 @@ fn check_columns(
                     .join(", ")
             );
         }
+        let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+        check_column_order(m, &plan.table, &names)?;
     }
     Ok(cols)
 }
@@ -447,6 +476,10 @@ async fn load_redshift(
         (None, Some(m)) => m.columns.iter().map(|c| c.name.clone()).collect(),
         (None, None) => bail!("--table without ductwork.json: cannot tell the column list"),
     };
+    if let Some(m) = &plan.meta {
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        check_column_order(m, &plan.table, &names)?;
+    }
     let mut copy = sql::RedshiftCopy::new(
         plan.table.clone(),
         columns,
@@ -553,4 +586,41 @@ async fn redshift_load_errors(client: &tokio_postgres::Client) -> String {
         }
     }
     "none found in sys_load_error_detail or stl_load_errors".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::MetaColumn;
+
+    fn meta(names: &[&str]) -> Metadata {
+        Metadata {
+            rows: 0,
+            columns: names
+                .iter()
+                .map(|n| MetaColumn {
+                    name: (*n).to_owned(),
+                    source_type: "text".to_owned(),
+                })
+                .collect(),
+            null_marker: "\u{1}".to_owned(),
+            run_id: None,
+            parts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn refuses_only_the_table_columns_in_another_order() {
+        let t = TableName::parse("s.t").unwrap();
+        assert!(check_column_order(&meta(&["a", "b"]), &t, &["a", "b"]).is_ok());
+        assert!(check_column_order(&meta(&["A", "b"]), &t, &["a", "B"]).is_ok());
+        assert!(
+            check_column_order(&meta(&["x", "y"]), &t, &["a", "b"]).is_ok(),
+            "other names load by position"
+        );
+        let err = check_column_order(&meta(&["b", "a"]), &t, &["a", "b"]).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("in another order (b, a; the table has a, b)"));
+    }
 }
