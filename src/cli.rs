@@ -59,6 +59,14 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Load an extract (its manifest) into a Redshift or PostgreSQL table, in one transaction.
     Load(LoadArgs),
+    /// QA checks: primary-key, count, sample, diff. Exit 0 pass, 1 fail, 2 error.
+    Check(crate::step::check::CheckCommand),
+    /// Upsert a staging table into a production table by primary key, in one transaction.
+    Upsert(UpsertArgs),
+    /// Replace a table's rows with another table's (DELETE + INSERT), in one transaction.
+    Reload(ReloadArgs),
+    /// Run a SQL script (file, s3:// or --command) statement by statement, in one transaction.
+    Sql(SqlArgs),
 }
 
 /// What to do with NUL bytes in text (they cannot be represented in Redshift TSV).
@@ -192,6 +200,105 @@ pub struct LoadArgs {
     /// Redshift: `REGION` of the bucket, when it differs from the cluster's.
     #[arg(long)]
     pub region: Option<String>,
+}
+
+/// The run-ledger flags of `upsert`, `reload` and `sql`.
+#[derive(Debug, Clone, Args)]
+pub struct LedgerOpts {
+    /// Run ledger table (default: ductwork.ledger), created if missing. A row (run id, step,
+    /// table) commits with the change, so a retry of an applied step reports "already applied"
+    /// and changes nothing.
+    #[arg(long, value_name = "SCHEMA.TABLE", conflicts_with = "no_ledger")]
+    pub ledger: Option<String>,
+    /// Neither consult nor write the run ledger: a retry applies the step again.
+    #[arg(long)]
+    pub no_ledger: bool,
+}
+
+/// `ductwork upsert`.
+#[derive(Debug, Clone, Args)]
+pub struct UpsertArgs {
+    /// Warehouse: a name from ductwork.toml or a redshift:// / postgres:// URL.
+    #[arg(long, value_name = "NAME|URL")]
+    pub warehouse: String,
+    /// The staging table to read (`schema.table`).
+    #[arg(long, value_name = "TABLE")]
+    pub source: String,
+    /// The production table to update (`schema.table`).
+    #[arg(long, value_name = "TABLE")]
+    pub destination: String,
+    /// Primary-key columns, comma-separated (default: the --destination-def PRIMARY KEY, else
+    /// the destination's primary key in the catalog).
+    #[arg(long, value_name = "COLS")]
+    pub pk: Option<String>,
+    /// CREATE TABLE file of the destination: its PRIMARY KEY is the key, and the destination is
+    /// created from it when missing.
+    #[arg(long, value_name = "FILE")]
+    pub destination_def: Option<PathBuf>,
+    /// ORDER BY list picking the one staging row kept per key, e.g. 'updated_at DESC'. Without
+    /// it, duplicate keys in the staging table are an error listing them.
+    #[arg(long, value_name = "ORDER")]
+    pub dedupe_order: Option<String>,
+    /// Apply with one MERGE instead of DELETE … USING plus INSERT.
+    #[arg(long)]
+    pub merge: bool,
+    /// Run ledger.
+    #[command(flatten)]
+    pub ledger: LedgerOpts,
+}
+
+/// `ductwork reload`.
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
+    /// Warehouse: a name from ductwork.toml or a redshift:// / postgres:// URL.
+    #[arg(long, value_name = "NAME|URL")]
+    pub warehouse: String,
+    /// The table to copy from (`schema.table`).
+    #[arg(long, value_name = "TABLE")]
+    pub source: String,
+    /// The table whose rows are replaced (`schema.table`).
+    #[arg(long, value_name = "TABLE")]
+    pub destination: String,
+    /// Allow an empty source to empty the destination (refused by default).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Refuse to reload from a source with fewer rows than this (even with --allow-empty).
+    #[arg(long, value_name = "N")]
+    pub min_rows: Option<u64>,
+    /// Run ledger.
+    #[command(flatten)]
+    pub ledger: LedgerOpts,
+}
+
+/// `ductwork sql`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("sql_text").required(true).args(["script", "command"])))]
+pub struct SqlArgs {
+    /// Warehouse: a name from ductwork.toml or a redshift:// / postgres:// URL.
+    #[arg(long, value_name = "NAME|URL")]
+    pub warehouse: String,
+    /// A SQL script: a local path, file:///… or s3://….
+    #[arg(long, value_name = "FILE|URI")]
+    pub script: Option<String>,
+    /// SQL text to run: one or more statements separated by `;`.
+    #[arg(long, value_name = "SQL")]
+    pub command: Option<String>,
+    /// CREATE TABLE file: the table (and its schema) is created first when missing.
+    #[arg(long, value_name = "FILE")]
+    pub table_def: Option<PathBuf>,
+    /// ANALYZE the --table-def table after the script committed.
+    #[arg(long, requires = "table_def")]
+    pub analyze: bool,
+    /// `{{ name }}` values substituted into the script before it is split (verbatim SQL text).
+    #[arg(long = "param", value_name = "K=V")]
+    pub params: Vec<String>,
+    /// Run each statement in its own transaction (for statements that cannot run inside one,
+    /// e.g. VACUUM). A failure then leaves the earlier statements applied; no run ledger.
+    #[arg(long, conflicts_with = "ledger")]
+    pub no_transaction: bool,
+    /// Run ledger.
+    #[command(flatten)]
+    pub ledger: LedgerOpts,
 }
 
 #[cfg(test)]

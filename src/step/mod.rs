@@ -1,7 +1,12 @@
 //! The steps: one file per subcommand, and this module, the only list of them.
 
+pub mod check;
 pub mod extract;
 pub mod load;
+pub mod reload;
+pub mod sqlcmd;
+pub mod txn;
+pub mod upsert;
 
 use crate::cli::Command;
 use crate::error::StepFailed;
@@ -26,6 +31,51 @@ pub async fn run(ctx: Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             load::run(&ctx, args).await.map_err(|source| {
                 StepFailed {
                     step: "load".into(),
+                    table,
+                    source,
+                }
+                .into()
+            })
+        }
+        Command::Upsert(args) => {
+            let table = upsert::table_label(&args);
+            upsert::run(&ctx, args).await.map_err(|source| {
+                StepFailed {
+                    step: upsert::STEP.into(),
+                    table,
+                    source,
+                }
+                .into()
+            })
+        }
+        Command::Reload(args) => {
+            let table = reload::table_label(&args);
+            reload::run(&ctx, args).await.map_err(|source| {
+                StepFailed {
+                    step: reload::STEP.into(),
+                    table,
+                    source,
+                }
+                .into()
+            })
+        }
+        Command::Sql(args) => {
+            let table = sqlcmd::table_label(&args);
+            sqlcmd::run(&ctx, args).await.map_err(|source| {
+                StepFailed {
+                    step: sqlcmd::STEP.into(),
+                    table,
+                    source,
+                }
+                .into()
+            })
+        }
+        Command::Check(check) => {
+            let table = check::table_label(&check);
+            let step = check::step_name(&check);
+            check::run(&ctx, check).await.map_err(|source| {
+                StepFailed {
+                    step,
                     table,
                     source,
                 }
