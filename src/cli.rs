@@ -197,6 +197,12 @@ pub struct LoadArgs {
     /// PostgreSQL warehouse: load a table this load creates over N sessions.
     #[arg(long, default_value_t = 1)]
     pub parallel: usize,
+    /// PostgreSQL warehouse, replace mode: empty the table with DELETE (readers keep seeing
+    /// the old rows until COMMIT) instead of the default TRUNCATE + COPY FREEZE (faster;
+    /// transactional in PostgreSQL, but readers wait for the load's lock). Redshift always
+    /// uses DELETE, because TRUNCATE commits there.
+    #[arg(long)]
+    pub keep_readers: bool,
     /// Redshift: `REGION` of the bucket, when it differs from the cluster's.
     #[arg(long)]
     pub region: Option<String>,

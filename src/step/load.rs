@@ -257,19 +257,28 @@ async fn load_postgres(
             Some(d) => d.columns.iter().map(|c| c.name.clone()).collect(),
             None => vec!["<columns from the catalog>".into()],
         };
-        let mut body = create_statements(plan, Dialect::Postgres);
+        // PostgreSQL's TRUNCATE is transactional, so the Redshift guard does not apply here.
+        let mut stmts = vec!["BEGIN".to_owned()];
+        stmts.extend(create_statements(plan, Dialect::Postgres));
+        let truncate = !args.append && !args.keep_readers;
         if !args.append {
-            body.push(sql::delete_all_sql(&plan.table));
+            stmts.push(if truncate {
+                format!("TRUNCATE {}", plan.table)
+            } else {
+                sql::delete_all_sql(&plan.table)
+            });
         }
-        body.push(format!(
-            "{} -- {} parts from {}",
+        stmts.push(format!(
+            "{}{} -- {} parts from {}",
             sql::copy_from_stdin_sql(&plan.table, &cols)?,
+            if truncate { " WITH (FREEZE)" } else { "" },
             plan.entries.len(),
             args.from
         ));
+        stmts.push("COMMIT".to_owned());
         return Ok(json!({
             "step": "load", "dry_run": true, "table": plan.table.plain(),
-            "statements": sql::transaction(body)?,
+            "statements": stmts,
             "s3": plan.entries.iter().map(|e| format!("get {}", e.url)).collect::<Vec<_>>(),
         }));
     }
@@ -302,12 +311,36 @@ async fn load_postgres(
             .with_context(|| format!("creating {}", plan.table.plain()))?;
     }
     let mut deleted = 0;
+    // FREEZE needs the table created or truncated in this transaction; it spares the
+    // backend the later hint-bit and vacuum work on every loaded row.
+    let mut freeze = created;
     if !args.append && !created {
-        deleted = client
-            .execute(&sql::delete_all_sql(&plan.table), &[])
-            .await
-            .with_context(|| format!("emptying {}", plan.table.plain()))?;
+        if args.keep_readers {
+            deleted = client
+                .execute(&sql::delete_all_sql(&plan.table), &[])
+                .await
+                .with_context(|| format!("emptying {}", plan.table.plain()))?;
+        } else {
+            deleted = client
+                .query_one(&sql::count_sql(&plan.table), &[])
+                .await
+                .with_context(|| format!("counting {}", plan.table.plain()))?
+                .get::<_, i64>(0)
+                .try_into()
+                .unwrap_or(0);
+            // PostgreSQL's TRUNCATE is transactional: a failed load rolls it back.
+            client
+                .batch_execute(&format!("TRUNCATE {}", plan.table))
+                .await
+                .with_context(|| format!("emptying {}", plan.table.plain()))?;
+            freeze = true;
+        }
     }
+    let copy_sql = if freeze {
+        format!("{copy_sql} WITH (FREEZE)")
+    } else {
+        copy_sql
+    };
     let lines = Arc::new(Mutex::new(LineMap::default()));
     let out = pgload::copy_parts(
         &client,
@@ -331,7 +364,8 @@ async fn load_postgres(
     client.batch_execute("COMMIT").await.context("COMMIT")?;
     Ok(json!({
         "step": "load", "run_id": ctx.run_id, "table": plan.table.plain(), "dialect": "postgres",
-        "rows": out.rows, "rows_deleted": deleted, "created": created, "append": args.append,
+        "rows": out.rows, "rows_deleted": deleted,
+        "emptied_with": if args.append || created { "none" } else if args.keep_readers { "delete" } else { "truncate" }, "created": created, "append": args.append,
         "parts": plan.entries.len(), "bytes_read": out.bytes_read, "sessions": 1,
         "from": args.from,
     }))
