@@ -8,71 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ductwork, test_prefix, TestDb};
+use common::{args, run_with_env as run, test_prefix, TestDb};
 use mysql_async::prelude::Queryable as _;
 use serde_json::Value;
-
-/// What one run of the binary gave.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn summary(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-    fn last_stderr_line(&self) -> &str {
-        self.stderr.lines().last().unwrap_or_default()
-    }
-    fn assert_ok(&self) -> Value {
-        assert_eq!(self.code, 0, "stderr:\n{}", self.stderr);
-        self.summary()
-    }
-    fn assert_error(&self) -> &str {
-        assert_eq!(
-            self.code, 2,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        let line = self.last_stderr_line();
-        assert!(
-            line.starts_with("ductwork: error: step=extract "),
-            "last stderr line: {line}"
-        );
-        assert!(line.contains(" cause="), "{line}");
-        line
-    }
-}
-
-async fn run(args: Vec<String>, env: Vec<(String, String)>) -> Run {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = ductwork();
-        cmd.args(&args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.timeout(Duration::from_secs(120));
-        let out = cmd.output().expect("running ductwork");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .expect("join")
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
 
 /// Reads an extract back: the manifest, ductwork.json and every decoded record, checking the
 /// manifest's own promises on the way (mandatory entries, exact content lengths).
@@ -492,7 +430,7 @@ async fn bad_sql_exits_2_with_its_sqlstate_and_leaves_nothing() {
         vec![],
     )
     .await;
-    let line = r.assert_error();
+    let line = r.assert_error("extract");
     assert!(
         line.contains("no_such_table_x") && line.ends_with("[SQLSTATE 42P01]"),
         "{line}"
@@ -539,7 +477,7 @@ async fn bad_password_exits_2_and_never_prints_it() {
         vec![("SRC_PW".into(), canary.into())],
     )
     .await;
-    let line = r.assert_error();
+    let line = r.assert_error("extract");
     assert!(line.contains("[MySQL 1045"), "{line}");
     assert!(!r.stderr.contains(canary) && !r.stdout.contains(canary));
     assert_prefix_clean(&prefix).await;
@@ -566,7 +504,7 @@ async fn s3_endpoint_down_exits_2_naming_the_key() {
         vec![("DUCTWORK_S3_ENDPOINT".into(), "http://127.0.0.1:9".into())],
     )
     .await;
-    let line = r.assert_error();
+    let line = r.assert_error("extract");
     assert!(
         line.contains("key=s3://ductwork-test/down/part-00000.tsv.gz"),
         "{line}"
@@ -593,7 +531,7 @@ async fn unwritable_local_path_exits_2() {
         vec![],
     )
     .await;
-    let line = r.assert_error();
+    let line = r.assert_error("extract");
     assert!(line.contains("/proc/ductwork-nope"), "{line}");
 }
 
@@ -637,7 +575,7 @@ async fn pg_backend_terminated_mid_stream_aborts_every_upload() {
     )
     .await;
     assert!(killer.await.expect("killer"), "the backend was never seen");
-    let line = r.assert_error();
+    let line = r.assert_error("extract");
     assert!(line.contains("[SQLSTATE 57P01]"), "{line}");
     assert_prefix_clean(&prefix).await;
 }
@@ -683,7 +621,7 @@ async fn mysql_connection_killed_mid_stream_is_an_error_not_an_end_of_rows() {
         killer.await.expect("killer"),
         "the connection was never seen"
     );
-    let line = r.assert_error();
+    let line = r.assert_error("extract");
     // Killed while the server was sending rows: an I/O error, never a clean end of rows.
     assert!(
         line.contains("connection closed") || line.contains("[MySQL"),
@@ -716,7 +654,7 @@ async fn nul_in_text_is_an_error_naming_column_and_key_unless_replaced() {
         &prefix,
     ]);
     let r = run(base.clone(), vec![]).await;
-    let line = r.assert_error();
+    let line = r.assert_error("extract");
     assert!(
         line.contains("table=n")
             && line.contains("column \\\"note\\\"")
@@ -759,7 +697,10 @@ async fn mysql_zero_dates_are_an_error_unless_mapped_to_null() {
         "--to",
         &prefix,
     ]);
-    let line = run(base.clone(), vec![]).await.assert_error().to_owned();
+    let line = run(base.clone(), vec![])
+        .await
+        .assert_error("extract")
+        .to_owned();
     assert!(
         line.contains("zero date") && line.contains("--zero-dates null"),
         "{line}"
@@ -792,7 +733,10 @@ async fn values_redshift_cannot_hold_are_errors_unless_configured() {
         "--to",
         &prefix,
     ]);
-    let line = run(base.clone(), vec![]).await.assert_error().to_owned();
+    let line = run(base.clone(), vec![])
+        .await
+        .assert_error("extract")
+        .to_owned();
     assert!(
         line.contains("infinity") && line.contains("--special-values"),
         "{line}"
@@ -820,7 +764,7 @@ async fn text_equal_to_the_null_marker_is_an_error() {
         vec![],
     )
     .await;
-    let line = r.assert_error();
+    let line = r.assert_error("extract");
     assert!(line.contains("NULL marker"), "{line}");
     assert_prefix_clean(&prefix).await;
     // The marker byte inside longer text is escaped and round-trips.

@@ -13,68 +13,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{ductwork, test_prefix, TestDb};
+use common::{args, run, test_prefix, TestDb};
 use mysql_async::prelude::Queryable as _;
 use serde_json::Value;
-
-/// What one run of the binary gave.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn summary(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-    fn assert_ok(&self) -> Value {
-        assert_eq!(self.code, 0, "stderr:\n{}", self.stderr);
-        self.summary()
-    }
-    /// Exit 2, nothing on stdout, and the contract's last stderr line for `step`.
-    fn assert_error(&self, step: &str) -> &str {
-        assert_eq!(
-            self.code, 2,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        assert!(self.stdout.trim().is_empty(), "stdout: {}", self.stdout);
-        let line = self.stderr.lines().last().unwrap_or_default();
-        assert!(
-            line.starts_with(&format!("ductwork: error: step={step} ")),
-            "last stderr line: {line}"
-        );
-        assert!(line.contains(" cause="), "{line}");
-        eprintln!("{line}");
-        line
-    }
-}
-
-async fn run(args: Vec<String>) -> Run {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = ductwork();
-        cmd.args(&args);
-        cmd.timeout(Duration::from_secs(180));
-        let out = cmd.output().expect("running ductwork");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .expect("join")
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
 
 fn run_id(tag: &str) -> String {
     format!("{tag}-{:08x}", rand::random::<u32>())

@@ -16,85 +16,15 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use clap::Parser as _;
-use common::{ductwork, TestDb};
+use common::{args, run, Run, TestDb};
 use serde_json::Value;
 use tokio_postgres::Client;
 
 // ---- running the binary --------------------------------------------------------------------
 
-/// What one run of the binary gave.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn summary(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-    fn last_stderr_line(&self) -> &str {
-        self.stderr.lines().last().unwrap_or_default()
-    }
-    fn assert_ok(&self) -> Value {
-        assert_eq!(
-            self.code, 0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self.summary()
-    }
-    /// Exit 2 with the contract's last stderr line for `step`; returns that line.
-    fn assert_error(&self, step: &str) -> &str {
-        assert_eq!(
-            self.code, 2,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        assert!(
-            self.stdout.trim().is_empty(),
-            "stdout on error: {}",
-            self.stdout
-        );
-        let line = self.last_stderr_line();
-        assert!(
-            line.starts_with(&format!("ductwork: error: step={step} ")),
-            "last stderr line: {line}"
-        );
-        assert!(line.contains(" cause="), "{line}");
-        line
-    }
-}
-
-async fn run(args: Vec<String>) -> Run {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = ductwork();
-        cmd.args(&args);
-        cmd.timeout(Duration::from_secs(120));
-        let out = cmd.output().expect("running ductwork");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .expect("join")
-}
-
 /// The error line's cause with the renderer's `\"` and `\\` escapes undone.
 fn unq(line: &str) -> String {
     line.replace("\\\"", "\"").replace("\\\\", "\\")
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// Starts the binary as a child process (so that a test can signal it), with the same

@@ -585,3 +585,98 @@ pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
         .expect("gunzip");
     out
 }
+
+// ---- running the binary and reading its output ---------------------------------------------
+
+/// What one run of the binary gave.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Everything on stdout (the one JSON summary).
+    pub stdout: String,
+    /// Everything on stderr (logs, then the error line).
+    pub stderr: String,
+}
+
+#[allow(dead_code)]
+impl Run {
+    /// stdout parsed as the one JSON object the contract promises.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The last stderr line (the error line on failure).
+    pub fn last_stderr_line(&self) -> &str {
+        self.stderr.lines().last().unwrap_or_default()
+    }
+
+    /// Exit 0; returns the summary.
+    pub fn assert_ok(&self) -> serde_json::Value {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self.summary()
+    }
+
+    /// Exit 2, nothing on stdout, and the contract's last stderr line for `step`; returns it.
+    pub fn assert_error(&self, step: &str) -> &str {
+        assert_eq!(
+            self.code, 2,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stdout.trim().is_empty(),
+            "stdout on error: {}",
+            self.stdout
+        );
+        let line = self.last_stderr_line();
+        assert!(
+            line.starts_with(&format!("ductwork: error: step={step} ")),
+            "last stderr line: {line}"
+        );
+        assert!(line.contains(" cause="), "{line}");
+        line
+    }
+}
+
+/// Runs the binary (see [`ductwork`]) with extra environment, off the async runtime.
+#[allow(dead_code)]
+pub async fn run_with_env(args: Vec<String>, env: Vec<(String, String)>) -> Run {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = ductwork();
+        cmd.args(&args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.timeout(std::time::Duration::from_secs(180));
+        let out = cmd.output().expect("running ductwork");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .expect("join")
+}
+
+/// Runs the binary with its hermetic environment only.
+#[allow(dead_code)]
+pub async fn run(args: Vec<String>) -> Run {
+    run_with_env(args, Vec::new()).await
+}
+
+/// `&["a", "b"]` as owned arguments.
+#[allow(dead_code)]
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
