@@ -312,13 +312,15 @@ async fn seed_typed_pair(db: &TestDb, rows: u32) {
             "CREATE TABLE src (
                id INT PRIMARY KEY, amount DECIMAL(10,2), ratio FLOAT, score DOUBLE,
                created DATETIME, updated DATETIME(6), active TINYINT(1), flag BIT(1),
-               name VARCHAR(50), raw VARBINARY(8), born DATE, dur TIME, note TEXT);
+               name VARCHAR(50), raw VARBINARY(8), born DATE, dur TIME, note TEXT,
+               city VARCHAR(20) CHARACTER SET latin1);
              INSERT INTO src SELECT seq, seq * 1.5, seq / 10, ROUND(seq / 3, 4),
                TIMESTAMP('2024-01-01') + INTERVAL seq HOUR,
                TIMESTAMP('2024-01-01 00:00:00.123456') + INTERVAL seq SECOND,
                seq % 2, seq % 3 = 0, CONCAT('name ', seq), UNHEX(LPAD(HEX(seq), 8, '0')),
                DATE('2000-01-01') + INTERVAL seq DAY, SEC_TO_TIME((seq * 13) % 86400),
-               IF(seq % 5 = 0, NULL, CONCAT('note ', seq))
+               IF(seq % 5 = 0, NULL, CONCAT('note ', seq, ' 😀')),
+               IF(seq % 2 = 0, 'Zürich', 'Malmö')
              FROM seq_1_to_{rows};"
         ),
     )
@@ -328,14 +330,16 @@ async fn seed_typed_pair(db: &TestDb, rows: u32) {
         "CREATE TABLE dst (
            id bigint PRIMARY KEY, amount numeric(14,4), ratio double precision,
            score double precision, created timestamptz, updated timestamp(6), active boolean,
-           flag boolean, name text, raw bytea, born date, dur time, note varchar(100));
+           flag boolean, name text, raw bytea, born date, dur time, note varchar(100),
+           city text);
          INSERT INTO dst SELECT g, g * 1.5, (g / 10.0)::float4::text::float8,
            round(g / 3.0, 4)::float8,
            timestamptz '2024-01-01 00:00:00+00' + g * interval '1 hour',
            timestamp '2024-01-01 00:00:00.123456' + g * interval '1 second',
            g % 2 = 1, g % 3 = 0, 'name ' || g, decode(lpad(to_hex(g), 8, '0'), 'hex'),
            date '2000-01-01' + g, time '00:00' + ((g * 13) % 86400) * interval '1 second',
-           CASE WHEN g % 5 = 0 THEN NULL ELSE 'note ' || g END
+           CASE WHEN g % 5 = 0 THEN NULL ELSE 'note ' || g || ' 😀' END,
+           CASE WHEN g % 2 = 0 THEN 'Zürich' ELSE 'Malmö' END
          FROM generate_series(1, {rows}) g;"
     ))
     .await
@@ -391,7 +395,7 @@ async fn sample_check_ignores_representation_and_catches_one_changed_value() {
     assert_eq!(j["actual"], 0);
     assert_eq!(
         j["columns_compared"].as_array().map(Vec::len),
-        Some(14),
+        Some(15),
         "{j}"
     );
     assert_eq!(j["columns_only_in_source"], json!([]));
@@ -530,9 +534,9 @@ async fn diff_ignores_representation_and_catches_each_changed_type() {
     );
     assert_eq!(j["bisection"]["rows_compared"], 0, "{j}");
     assert_eq!(j["bisection"]["ranges_checksummed"], 1);
-    assert_eq!(j["columns"].as_array().map(Vec::len), Some(13));
+    assert_eq!(j["columns"].as_array().map(Vec::len), Some(14));
     assert_eq!(j["notes"], json!([]));
-    let j = run(diff(&["--full"])).await.expect(0);
+    let j = run(diff(&["--full", "--threads", "3"])).await.expect(0);
     assert_eq!(j["bisection"]["rows_compared"], 6000);
 
     // One change per type, each the smallest the type allows.
@@ -548,7 +552,8 @@ async fn diff_ignores_representation_and_catches_each_changed_type() {
          UPDATE dst SET dur = dur + interval '1 second' WHERE id = 2025;
          UPDATE dst SET note = '' WHERE id = 5;
          UPDATE dst SET created = created + interval '1 second' WHERE id = 3000;
-         UPDATE dst SET score = score + 0.0001 WHERE id = 42;",
+         UPDATE dst SET score = score + 0.0001 WHERE id = 42;
+         UPDATE dst SET city = 'Zurich' WHERE id = 2500;",
     )
     .await
     .expect("corrupt");
@@ -557,11 +562,11 @@ async fn diff_ignores_representation_and_catches_each_changed_type() {
         (j["missing"].clone(), j["extra"].clone()),
         (json!(0), json!(0))
     );
-    assert_eq!(j["changed"], 11, "{j}");
+    assert_eq!(j["changed"], 12, "{j}");
     assert_eq!(
         j["changed_columns"],
         json!({"updated": 1, "ratio": 1, "amount": 1, "active": 1, "flag": 1, "raw": 1,
-               "born": 1, "dur": 1, "note": 1, "created": 1, "score": 1})
+               "born": 1, "dur": 1, "note": 1, "created": 1, "score": 1, "city": 1})
     );
     let mut keys: Vec<i64> = j["samples"]
         .as_array()
@@ -572,7 +577,7 @@ async fn diff_ignores_representation_and_catches_each_changed_type() {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        vec![1, 5, 42, 101, 777, 1500, 1501, 2024, 2025, 2999, 3000]
+        vec![1, 5, 42, 101, 777, 1500, 1501, 2024, 2025, 2500, 2999, 3000]
     );
     let note = j["samples"]
         .as_array()
@@ -736,9 +741,13 @@ async fn diff_reports_exactly_one_changed_missing_and_extra_row_in_a_million() {
         &big,
         "--pk",
         "id",
+        "--threads",
+        "2",
     ])
     .await;
-    expect_three(&r.expect(1), "PostgreSQL -> PostgreSQL");
+    let j = r.expect(1);
+    expect_three(&j, "PostgreSQL -> PostgreSQL, 2 sessions per side");
+    assert_eq!(j["bisection"]["threads"], 2);
     db.cleanup().await;
 }
 

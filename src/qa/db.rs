@@ -157,6 +157,41 @@ impl Side {
         .with_context(|| format!("starting a read-only snapshot on {name}"))
     }
 
+    /// Starts a read-only transaction on the snapshot another PostgreSQL session exported
+    /// (`SET TRANSACTION SNAPSHOT`), or a fresh one (see [`Side::begin_snapshot`]) when `id`
+    /// is `None` or this side cannot import one.
+    pub async fn begin_snapshot_from(&mut self, id: Option<&str>) -> anyhow::Result<()> {
+        match (&self.conn, self.db, id) {
+            (Conn::Pg(c), Db::Postgres, Some(id)) => {
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+                    bail!("unexpected snapshot id {id:?}");
+                }
+                c.batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{id}'"
+                ))
+                .await
+                .with_context(|| format!("importing snapshot {id} on {}", self.name))
+            }
+            _ => self.begin_snapshot().await,
+        }
+    }
+
+    /// Exports this PostgreSQL session's snapshot for other sessions (`pg_export_snapshot`);
+    /// `None` on MySQL and Redshift. Call inside [`Side::begin_snapshot`]'s transaction.
+    pub async fn export_snapshot(&mut self) -> anyhow::Result<Option<String>> {
+        if self.db != Db::Postgres {
+            return Ok(None);
+        }
+        let rows = self
+            .texts("SELECT pg_export_snapshot()")
+            .await
+            .context("exporting the snapshot")?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten()))
+    }
+
     /// Quotes an identifier for this side.
     pub fn ident(&self, name: &str) -> String {
         match self.db {
@@ -344,6 +379,7 @@ fn pg_column(c: &tokio_postgres::Column) -> ColumnMeta {
         name: c.name().to_owned(),
         kind,
         type_name: ty.name().to_owned(),
+        scale: None,
     }
 }
 
@@ -361,6 +397,7 @@ fn my_column(c: &mysql_async::Column) -> ColumnMeta {
         name: c.name_str().into_owned(),
         kind,
         type_name: format!("{base}({})", c.column_length()),
+        scale: (kind == Kind::Decimal).then(|| u32::from(c.decimals())),
     }
 }
 

@@ -40,6 +40,9 @@ use crate::Ctx;
 /// Ranges fetched per leaf query.
 const RANGES_PER_FETCH: usize = 32;
 
+/// The most buckets the first pass splits the table into (`--segments` squared, capped).
+const FIRST_PASS_MAX_BUCKETS: u32 = 4096;
+
 /// Rows per range when `--full` compares everything.
 const FULL_CHUNK_ROWS: i128 = 20_000;
 
@@ -110,14 +113,23 @@ fn to_text(db: Db, expr: &str) -> String {
     }
 }
 
-/// The canonical text of one column (`c`, already quoted) in `form`; NULL stays NULL.
-pub fn column_expr(db: Db, form: Form, kind: Kind, c: &str) -> String {
+/// The canonical text of one column (`c`, already quoted) in `form`; NULL stays NULL. On
+/// MySQL only text is transcoded (`CONVERT … USING utf8mb4`, so that MD5 sees UTF-8 bytes
+/// whatever the column's charset); every other form is ASCII already.
+pub fn column_expr(db: Db, form: Form, col: &ColumnMeta, c: &str) -> String {
     let my = db == Db::Mysql;
+    let kind = col.kind;
     match form {
         Form::Number => {
             match kind {
                 Kind::Bool if !my => format!("CASE WHEN {c} THEN '1' ELSE '0' END"),
                 Kind::Bool | Kind::Bits if my => format!("CAST(CAST({c} AS UNSIGNED) AS CHAR)"),
+                // MySQL reports a DECIMAL's fixed scale: a point exactly when it is above 0.
+                Kind::Decimal if my && col.scale == Some(0) => to_text(db, c),
+                Kind::Decimal if my && col.scale.is_some() => format!(
+                    "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {}))",
+                    to_text(db, c)
+                ),
                 Kind::Decimal if my => {
                     let t = to_text(db, c);
                     format!("IF(LOCATE('.', {t}) > 0, TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {t})), {t})")
@@ -183,13 +195,13 @@ pub fn column_expr(db: Db, form: Form, kind: Kind, c: &str) -> String {
         }
         Form::Hex => match (db, kind) {
             (Db::Mysql, Kind::Bytes) => format!("LOWER(HEX({c}))"),
-            (Db::Mysql, _) => format!("LOWER({c})"),
+            (Db::Mysql, _) => format!("LOWER(CONVERT({c} USING utf8mb4))"),
             (Db::Postgres, Kind::Bytes) => format!("encode({c}, 'hex')"),
             (Db::Redshift, Kind::Bytes) => format!("to_hex({c})"),
             _ => format!("lower({})", to_text(db, c)),
         },
         Form::Text => match (db, kind) {
-            (Db::Mysql, Kind::Text | Kind::Json) => c.to_owned(),
+            (Db::Mysql, Kind::Text | Kind::Json) => format!("CONVERT({c} USING utf8mb4)"),
             (Db::Redshift, Kind::Text) => c.to_owned(),
             _ => to_text(db, c),
         },
@@ -202,7 +214,7 @@ pub fn row_hash_sql(db: Db, columns: &[String]) -> String {
         Db::Mysql => {
             let parts: Vec<String> = columns
                 .iter()
-                .map(|e| format!("COALESCE(CAST(CONVERT({e} USING utf8mb4) AS BINARY), X'1E')"))
+                .map(|e| format!("COALESCE({e}, X'1E')"))
                 .collect();
             format!(
                 "CAST(CONV(SUBSTRING(MD5(CONCAT_WS(X'1F', {})), 1, 15), 16, 10) AS UNSIGNED)",
@@ -556,18 +568,8 @@ fn build_plan(
                 p.src.name
             ));
         }
-        src_exprs.push(column_expr(
-            src.db(),
-            fs,
-            p.src.kind,
-            &src.ident(&p.src.name),
-        ));
-        dst_exprs.push(column_expr(
-            dst.db(),
-            fd,
-            p.dst.kind,
-            &dst.ident(&p.dst.name),
-        ));
+        src_exprs.push(column_expr(src.db(), fs, &p.src, &src.ident(&p.src.name)));
+        dst_exprs.push(column_expr(dst.db(), fd, &p.dst, &dst.ident(&p.dst.name)));
     }
     let nkeys = sk.len();
     Ok(Plan {
@@ -670,6 +672,279 @@ struct Progress {
     max_depth: u32,
 }
 
+/// One session on each side.
+struct Sessions {
+    src: Side,
+    wh: Side,
+}
+
+/// A unit of work for one [`Sessions`] pair.
+enum Work {
+    /// Checksum a range in `fan_out` buckets.
+    Checksum {
+        range: KeyRange,
+        depth: u32,
+        fan_out: u32,
+    },
+    /// Fetch and compare the rows of these ranges.
+    Compare(Vec<KeyRange>),
+    /// Sample the keys of a range that only one side has rows in.
+    Keys {
+        range: KeyRange,
+        missing: bool,
+        rows: u64,
+    },
+}
+
+/// What a unit of work found.
+enum Done {
+    Checksum {
+        range: KeyRange,
+        depth: u32,
+        step: i64,
+        src: Vec<Bucket>,
+        dst: Vec<Bucket>,
+    },
+    Compare {
+        src: Vec<Vec<Cell>>,
+        dst: Vec<Vec<Cell>>,
+    },
+    Keys {
+        missing: bool,
+        rows: u64,
+        keys: Vec<Vec<Cell>>,
+    },
+}
+
+/// What every unit of work reads.
+struct Shared<'a> {
+    plan: &'a Plan,
+    stq: &'a str,
+    dtq: &'a str,
+    samples: u64,
+}
+
+async fn perform(pair: &mut Sessions, sh: &Shared<'_>, work: Work) -> anyhow::Result<Done> {
+    let plan = sh.plan;
+    let Sessions { src, wh } = pair;
+    match work {
+        Work::Checksum {
+            range,
+            depth,
+            fan_out,
+        } => {
+            let step = range.step(fan_out);
+            let sq = segment_sql(
+                src.db(),
+                sh.stq,
+                &plan.src_keys[0],
+                &plan.src_hash,
+                range,
+                step,
+            );
+            let dq = segment_sql(
+                wh.db(),
+                sh.dtq,
+                &plan.dst_keys[0],
+                &plan.dst_hash,
+                range,
+                step,
+            );
+            let (s, d) = tokio::try_join!(
+                async { src.texts(&sq).await.context("checksumming source rows") },
+                async { wh.texts(&dq).await.context("checksumming warehouse rows") },
+            )?;
+            Ok(Done::Checksum {
+                range,
+                depth,
+                step,
+                src: parse_buckets(&s)?,
+                dst: parse_buckets(&d)?,
+            })
+        }
+        Work::Compare(ranges) => {
+            let sq = range_rows_sql(
+                sh.stq,
+                &plan.src_keys[0],
+                &plan.src_select,
+                &plan.src_keys,
+                &ranges,
+                None,
+            );
+            let dq = range_rows_sql(
+                sh.dtq,
+                &plan.dst_keys[0],
+                &plan.dst_select,
+                &plan.dst_keys,
+                &ranges,
+                None,
+            );
+            let (s, d) = tokio::try_join!(
+                async { src.fetch(&sq).await.context("fetching source rows") },
+                async { wh.fetch(&dq).await.context("fetching warehouse rows") },
+            )?;
+            Ok(Done::Compare {
+                src: s.rows,
+                dst: d.rows,
+            })
+        }
+        Work::Keys {
+            range,
+            missing,
+            rows,
+        } => {
+            let (side, table, key_cols) = if missing {
+                (src, sh.stq, &plan.src_keys)
+            } else {
+                (wh, sh.dtq, &plan.dst_keys)
+            };
+            let sql = range_rows_sql(
+                table,
+                &key_cols[0],
+                key_cols,
+                key_cols,
+                &[range],
+                Some(sh.samples),
+            );
+            let keys = side.fetch(&sql).await.context("sampling keys")?.rows;
+            Ok(Done::Keys {
+                missing,
+                rows,
+                keys,
+            })
+        }
+    }
+}
+
+/// Runs the work, and the work it leads to, on the pairs (one unit per pair at a time) until
+/// none is left. Returns the pairs and the row totals of the depth-0 checksums.
+async fn drive(
+    mut idle: Vec<Sessions>,
+    initial: Vec<Work>,
+    sh: &Shared<'_>,
+    args: &DiffArgs,
+    tally: &mut Tally,
+    progress: &mut Progress,
+) -> anyhow::Result<(Vec<Sessions>, (u64, u64))> {
+    use futures::stream::{FuturesUnordered, StreamExt as _};
+    let key_names = &sh.plan.names[..sh.plan.nkeys];
+    let mut queue: VecDeque<Work> = initial.into();
+    let mut leaves: Vec<KeyRange> = Vec::new();
+    let mut running = FuturesUnordered::new();
+    let mut totals = (0u64, 0u64);
+    loop {
+        // Leaves are fetched in batches, or at once when a session would otherwise idle.
+        if leaves.len() >= RANGES_PER_FETCH
+            || (!leaves.is_empty() && queue.is_empty() && !idle.is_empty())
+        {
+            progress.leaf_ranges += u64::try_from(leaves.len()).unwrap_or(0);
+            queue.push_back(Work::Compare(std::mem::take(&mut leaves)));
+        }
+        while !queue.is_empty() && !idle.is_empty() {
+            let (Some(mut pair), Some(work)) = (idle.pop(), queue.pop_front()) else {
+                break;
+            };
+            running.push(async move {
+                let done = perform(&mut pair, sh, work).await;
+                (pair, done)
+            });
+        }
+        let Some((pair, done)) = running.next().await else {
+            break;
+        };
+        idle.push(pair);
+        match done? {
+            Done::Checksum {
+                range,
+                depth,
+                step,
+                src,
+                dst,
+            } => {
+                progress.max_depth = progress.max_depth.max(depth);
+                progress.ranges_checksummed += 1;
+                if depth == 0 {
+                    totals.0 += src.iter().map(|b| b.count).sum::<u64>();
+                    totals.1 += dst.iter().map(|b| b.count).sum::<u64>();
+                }
+                for (index, sc, dc) in differing(&src, &dst) {
+                    progress.buckets_differing += 1;
+                    let sub = range
+                        .bucket(index, step)
+                        .with_context(|| format!("bucket {index} is outside {range:?}"))?;
+                    if sc == 0 || dc == 0 {
+                        let (missing, rows) = (dc == 0, sc.max(dc));
+                        if tally.wants(missing) {
+                            queue.push_back(Work::Keys {
+                                range: sub,
+                                missing,
+                                rows,
+                            });
+                        } else {
+                            tally.add_only(missing, key_names, &[], rows);
+                        }
+                    } else if sc.max(dc) <= u64::from(args.leaf_rows) || sub.width() <= 1 {
+                        leaves.push(sub);
+                    } else {
+                        queue.push_back(Work::Checksum {
+                            range: sub,
+                            depth: depth + 1,
+                            fan_out: args.segments,
+                        });
+                    }
+                }
+            }
+            Done::Compare { src, dst } => {
+                tally.compare(&sh.plan.names, sh.plan.nkeys, &src, &dst);
+            }
+            Done::Keys {
+                missing,
+                rows,
+                keys,
+            } => tally.add_only(missing, key_names, &keys, rows),
+        }
+    }
+    Ok((idle, totals))
+}
+
+/// Opens `n` pairs of read-only sessions. PostgreSQL sessions share the first one's snapshot
+/// (`pg_export_snapshot`); MySQL sessions each start a consistent snapshot at about the same
+/// moment (MySQL cannot share one).
+async fn open_pairs(
+    n: u32,
+    src_spec: &crate::config::ConnSpec,
+    wh_spec: &crate::config::ConnSpec,
+    app: &str,
+) -> anyhow::Result<Vec<Sessions>> {
+    let open = |spec: &crate::config::ConnSpec, what: &'static str, snap: Option<String>| {
+        let spec = spec.clone();
+        let app = app.to_owned();
+        async move {
+            let mut s = Side::open(&spec, &app)
+                .await
+                .with_context(|| format!("connecting to the {what}"))?;
+            s.begin_snapshot_from(snap.as_deref()).await?;
+            anyhow::Ok(s)
+        }
+    };
+    let (mut src, mut wh) = tokio::try_join!(
+        open(src_spec, "source", None),
+        open(wh_spec, "warehouse", None)
+    )?;
+    let (src_snap, wh_snap) = tokio::try_join!(src.export_snapshot(), wh.export_snapshot())?;
+    let mut pairs = vec![Sessions { src, wh }];
+    let more = futures::future::try_join_all((1..n).map(|_| async {
+        let (src, wh) = tokio::try_join!(
+            open(src_spec, "source", src_snap.clone()),
+            open(wh_spec, "warehouse", wh_snap.clone())
+        )?;
+        anyhow::Ok(Sessions { src, wh })
+    }))
+    .await?;
+    pairs.extend(more);
+    Ok(pairs)
+}
+
 /// Runs the check.
 pub async fn run(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<CheckResult> {
     let started = Instant::now();
@@ -679,44 +954,43 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<CheckResult> {
     let st = TableName::parse(&args.source_table).context("--source-table")?;
     let dt = TableName::parse(&args.destination_table).context("--destination-table")?;
     let app = format!("ductwork:{}:check", ctx.run_id);
-    let (mut src, mut wh) = tokio::try_join!(
-        async {
-            let mut s = Side::open(&src_spec, &app)
-                .await
-                .context("connecting to the source")?;
-            s.begin_snapshot().await?;
-            anyhow::Ok(s)
-        },
-        async {
-            let mut s = Side::open(&wh_spec, &app)
-                .await
-                .context("connecting to the warehouse")?;
-            s.begin_snapshot().await?;
-            anyhow::Ok(s)
-        },
-    )?;
-    let (stq, dtq) = (src.table(&st), wh.table(&dt));
+    let mut pairs = open_pairs(args.threads, &src_spec, &wh_spec, &app).await?;
+    let first = &mut pairs[0];
+    let (stq, dtq) = (first.src.table(&st), first.wh.table(&dt));
     let (src_cols, dst_cols) = tokio::try_join!(
         async {
-            src.describe(&format!("SELECT * FROM {stq}"))
+            first
+                .src
+                .describe(&format!("SELECT * FROM {stq}"))
                 .await
                 .with_context(|| format!("describing source table {}", st.plain()))
         },
         async {
-            wh.describe(&format!("SELECT * FROM {dtq}"))
+            first
+                .wh
+                .describe(&format!("SELECT * FROM {dtq}"))
                 .await
                 .with_context(|| format!("describing warehouse table {}", dt.plain()))
         },
     )?;
-    let plan = build_plan(&src, &wh, &src_cols, &dst_cols, args)?;
+    let plan = build_plan(&first.src, &first.wh, &src_cols, &dst_cols, args)?;
     for n in &plan.notes {
         tracing::warn!("{n}");
     }
     let (sk, dk) = (plan.src_keys[0].clone(), plan.dst_keys[0].clone());
-    let (sb, db) = tokio::try_join!(bounds(&mut src, &stq, &sk), bounds(&mut wh, &dtq, &dk))?;
+    let (sb, db) = tokio::try_join!(
+        bounds(&mut first.src, &stq, &sk),
+        bounds(&mut first.wh, &dtq, &dk)
+    )?;
     let mut tally = Tally::new(args.max_samples);
     let mut progress = Progress::default();
-    let mut totals: Option<(u64, u64)> = None;
+    let mut totals = (0u64, 0u64);
+    let shared = Shared {
+        plan: &plan,
+        stq: &stq,
+        dtq: &dtq,
+        samples: u64::try_from(args.max_samples).unwrap_or(u64::MAX),
+    };
     if let Some(whole) = union(sb, db) {
         if whole.width() > i128::from(i64::MAX) {
             bail!(
@@ -725,29 +999,59 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<CheckResult> {
                 whole.hi
             );
         }
-        let mut ctx = Run {
-            src: &mut src,
-            wh: &mut wh,
-            stq: &stq,
-            dtq: &dtq,
-            plan: &plan,
-            tally: &mut tally,
-        };
-        totals = Some(if args.full {
-            ctx.full(whole).await?
+        let work = if args.full {
+            let count = |rows: Vec<Vec<Option<String>>>| crate::qa::count::single_count(&rows);
+            let (sc, dc) = tokio::try_join!(
+                async {
+                    count(
+                        first
+                            .src
+                            .texts(&format!("SELECT count(*) FROM {stq}"))
+                            .await?,
+                    )
+                },
+                async {
+                    count(
+                        first
+                            .wh
+                            .texts(&format!("SELECT count(*) FROM {dtq}"))
+                            .await?,
+                    )
+                },
+            )?;
+            totals = (sc, dc);
+            full_ranges(whole, sc.max(dc))
+                .into_iter()
+                .map(|r| Work::Compare(vec![r]))
+                .collect()
         } else {
-            ctx.bisect(whole, args, &mut progress).await?
-        });
+            first_pass(whole, args.segments, args.threads)
+        };
+        let (back, first_totals) =
+            drive(pairs, work, &shared, args, &mut tally, &mut progress).await?;
+        pairs = back;
+        if !args.full {
+            totals = first_totals;
+        }
     }
-    let (src_rows, wh_rows) = totals.unwrap_or((0, 0));
+    let (src_rows, wh_rows) = totals;
+    let mut st_total = crate::qa::db::Transfer::default();
+    let mut wh_total = crate::qa::db::Transfer::default();
+    for p in pairs {
+        for (t, s) in [(&mut st_total, &p.src), (&mut wh_total, &p.wh)] {
+            t.queries += s.transfer.queries;
+            t.rows += s.transfer.rows;
+            t.bytes += s.transfer.bytes;
+        }
+        p.src.close().await;
+        p.wh.close().await;
+    }
     let transfer = json!({
-        "source": src.transfer,
-        "warehouse": wh.transfer,
-        "rows": src.transfer.rows + wh.transfer.rows,
-        "bytes": src.transfer.bytes + wh.transfer.bytes,
+        "source": st_total,
+        "warehouse": wh_total,
+        "rows": st_total.rows + wh_total.rows,
+        "bytes": st_total.bytes + wh_total.bytes,
     });
-    src.close().await;
-    wh.close().await;
     let bad = tally.total();
     let mut details = Map::new();
     details.insert(
@@ -770,6 +1074,7 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<CheckResult> {
         json!({
             "segments": args.segments,
             "leaf_rows": args.leaf_rows,
+            "threads": args.threads,
             "ranges_checksummed": progress.ranges_checksummed,
             "buckets_differing": progress.buckets_differing,
             "leaf_ranges": progress.leaf_ranges,
@@ -794,160 +1099,42 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<CheckResult> {
     })
 }
 
-/// The sessions and plan of one diff.
-struct Run<'a> {
-    src: &'a mut Side,
-    wh: &'a mut Side,
-    stq: &'a str,
-    dtq: &'a str,
-    plan: &'a Plan,
-    tally: &'a mut Tally,
+/// The depth-0 work: the whole range in `segments²` buckets (capped), split over `threads`
+/// sessions. The first pass is the only full scan: more buckets there cost nothing in the scan
+/// and spare the next level most of its re-scanning.
+fn first_pass(whole: KeyRange, segments: u32, threads: u32) -> Vec<Work> {
+    let buckets = segments
+        .saturating_mul(segments)
+        .min(FIRST_PASS_MAX_BUCKETS);
+    let step = whole.step(threads.max(1));
+    let parts: Vec<KeyRange> = (0..i64::from(threads.max(1)))
+        .filter_map(|b| whole.bucket(b, step))
+        .collect();
+    let per_part = buckets
+        .div_ceil(u32::try_from(parts.len()).unwrap_or(1).max(1))
+        .max(segments);
+    parts
+        .into_iter()
+        .map(|range| Work::Checksum {
+            range,
+            depth: 0,
+            fan_out: per_part,
+        })
+        .collect()
 }
 
-impl Run<'_> {
-    async fn bisect(
-        &mut self,
-        whole: KeyRange,
-        args: &DiffArgs,
-        progress: &mut Progress,
-    ) -> anyhow::Result<(u64, u64)> {
-        let mut totals = (0u64, 0u64);
-        let mut queue: VecDeque<(KeyRange, u32)> = VecDeque::from([(whole, 0)]);
-        let mut leaves: Vec<KeyRange> = Vec::new();
-        let (sk, dk) = (&self.plan.src_keys[0], &self.plan.dst_keys[0]);
-        while let Some((range, depth)) = queue.pop_front() {
-            progress.max_depth = progress.max_depth.max(depth);
-            progress.ranges_checksummed += 1;
-            let step = range.step(args.segments);
-            let sq = segment_sql(
-                self.src.db(),
-                self.stq,
-                sk,
-                &self.plan.src_hash,
-                range,
-                step,
-            );
-            let dq = segment_sql(self.wh.db(), self.dtq, dk, &self.plan.dst_hash, range, step);
-            let (s, d) = tokio::try_join!(
-                async {
-                    self.src
-                        .texts(&sq)
-                        .await
-                        .context("checksumming source rows")
-                },
-                async {
-                    self.wh
-                        .texts(&dq)
-                        .await
-                        .context("checksumming warehouse rows")
-                },
-            )?;
-            let (s, d) = (parse_buckets(&s)?, parse_buckets(&d)?);
-            if depth == 0 {
-                totals = (
-                    s.iter().map(|b| b.count).sum(),
-                    d.iter().map(|b| b.count).sum(),
-                );
-            }
-            for (index, sc, dc) in differing(&s, &d) {
-                progress.buckets_differing += 1;
-                let sub = range
-                    .bucket(index, step)
-                    .with_context(|| format!("bucket {index} is outside {range:?}"))?;
-                if sc == 0 || dc == 0 {
-                    self.one_sided(sub, dc == 0, sc.max(dc)).await?;
-                } else if sc.max(dc) <= u64::from(args.leaf_rows) || sub.width() <= 1 {
-                    leaves.push(sub);
-                } else {
-                    queue.push_back((sub, depth + 1));
-                }
-            }
-            if leaves.len() >= RANGES_PER_FETCH || (queue.is_empty() && !leaves.is_empty()) {
-                progress.leaf_ranges += u64::try_from(leaves.len()).unwrap_or(0);
-                let batch = std::mem::take(&mut leaves);
-                self.compare_ranges(&batch).await?;
-            }
-        }
-        Ok(totals)
+/// `--full`: ranges of about [`FULL_CHUNK_ROWS`] rows (by key width, assuming even keys).
+fn full_ranges(whole: KeyRange, rows: u64) -> Vec<KeyRange> {
+    let rows = i128::from(rows).max(1);
+    let width = ((whole.width() * FULL_CHUNK_ROWS + rows - 1) / rows).max(1);
+    let step = i64::try_from(width).unwrap_or(i64::MAX);
+    let mut out = Vec::new();
+    let mut b = 0i64;
+    while let Some(r) = whole.bucket(b, step) {
+        out.push(r);
+        b += 1;
     }
-
-    /// Rows of a range that only one side has: counted without fetching them, plus sample
-    /// keys while samples are wanted.
-    async fn one_sided(&mut self, r: KeyRange, missing: bool, rows: u64) -> anyhow::Result<()> {
-        let plan = self.plan;
-        let mut keys = Vec::new();
-        if self.tally.wants(missing) {
-            let limit = Some(u64::try_from(self.tally.max).unwrap_or(10));
-            let (side, table, key_cols) = if missing {
-                (&mut *self.src, self.stq, &plan.src_keys)
-            } else {
-                (&mut *self.wh, self.dtq, &plan.dst_keys)
-            };
-            let sql = range_rows_sql(table, &key_cols[0], key_cols, key_cols, &[r], limit);
-            keys = side.fetch(&sql).await.context("sampling keys")?.rows;
-        }
-        self.tally
-            .add_only(missing, &plan.names[..plan.nkeys], &keys, rows);
-        Ok(())
-    }
-
-    /// Fetches the rows of some ranges from both sides and compares them.
-    async fn compare_ranges(&mut self, ranges: &[KeyRange]) -> anyhow::Result<()> {
-        let plan = self.plan;
-        let sq = range_rows_sql(
-            self.stq,
-            &plan.src_keys[0],
-            &plan.src_select,
-            &plan.src_keys,
-            ranges,
-            None,
-        );
-        let dq = range_rows_sql(
-            self.dtq,
-            &plan.dst_keys[0],
-            &plan.dst_select,
-            &plan.dst_keys,
-            ranges,
-            None,
-        );
-        let (s, d) = tokio::try_join!(
-            async { self.src.fetch(&sq).await.context("fetching source rows") },
-            async { self.wh.fetch(&dq).await.context("fetching warehouse rows") },
-        )?;
-        self.tally
-            .compare(&plan.names, plan.nkeys, &s.rows, &d.rows);
-        Ok(())
-    }
-
-    /// `--full`: every row of both sides, compared range by range.
-    async fn full(&mut self, whole: KeyRange) -> anyhow::Result<(u64, u64)> {
-        let count = |rows: Vec<Vec<Option<String>>>| crate::qa::count::single_count(&rows);
-        let (sc, dc) = tokio::try_join!(
-            async {
-                count(
-                    self.src
-                        .texts(&format!("SELECT count(*) FROM {}", self.stq))
-                        .await?,
-                )
-            },
-            async {
-                count(
-                    self.wh
-                        .texts(&format!("SELECT count(*) FROM {}", self.dtq))
-                        .await?,
-                )
-            },
-        )?;
-        let rows = i128::from(sc.max(dc)).max(1);
-        let width = ((whole.width() * FULL_CHUNK_ROWS + rows - 1) / rows).max(1);
-        let step = i64::try_from(width).unwrap_or(i64::MAX);
-        let mut b = 0i64;
-        while let Some(r) = whole.bucket(b, step) {
-            self.compare_ranges(&[r]).await?;
-            b += 1;
-        }
-        Ok((sc, dc))
-    }
+    out
 }
 
 #[cfg(test)]
@@ -979,38 +1166,74 @@ mod tests {
         );
     }
 
+    fn col(kind: Kind, scale: Option<u32>) -> ColumnMeta {
+        ColumnMeta {
+            name: "c".into(),
+            kind,
+            type_name: "t".into(),
+            scale,
+        }
+    }
+
     #[test]
     fn column_expressions_per_dialect() {
         assert_eq!(
-            column_expr(Db::Postgres, Form::Number, Kind::Bool, "\"b\""),
+            column_expr(Db::Postgres, Form::Number, &col(Kind::Bool, None), "\"b\""),
             "CASE WHEN \"b\" THEN '1' ELSE '0' END"
         );
         assert_eq!(
-            column_expr(Db::Mysql, Form::Number, Kind::Bool, "`b`"),
+            column_expr(Db::Mysql, Form::Number, &col(Kind::Bool, None), "`b`"),
             "CAST(CAST(`b` AS UNSIGNED) AS CHAR)"
         );
         assert_eq!(
-            column_expr(Db::Mysql, Form::Number, Kind::Int, "`t`"),
+            column_expr(Db::Mysql, Form::Number, &col(Kind::Int, None), "`t`"),
             "CAST(`t` AS CHAR)"
         );
-        assert!(column_expr(Db::Mysql, Form::Number, Kind::Decimal, "`d`")
-            .starts_with("IF(LOCATE('.', CAST(`d` AS CHAR)) > 0"));
         assert!(
-            column_expr(Db::Postgres, Form::Number, Kind::Decimal, "\"d\"")
-                .contains("rtrim(rtrim((\"d\")::text, '0'), '.')")
+            column_expr(Db::Mysql, Form::Number, &col(Kind::Decimal, None), "`d`")
+                .starts_with("IF(LOCATE('.', CAST(`d` AS CHAR)) > 0")
         );
         assert_eq!(
-            column_expr(Db::Postgres, Form::Timestamp, Kind::Timestamp, "\"t\""),
+            column_expr(Db::Mysql, Form::Number, &col(Kind::Decimal, Some(2)), "`d`"),
+            "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(`d` AS CHAR)))"
+        );
+        assert_eq!(
+            column_expr(Db::Mysql, Form::Number, &col(Kind::Decimal, Some(0)), "`d`"),
+            "CAST(`d` AS CHAR)"
+        );
+        assert_eq!(
+            column_expr(Db::Mysql, Form::Text, &col(Kind::Text, None), "`s`"),
+            "CONVERT(`s` USING utf8mb4)"
+        );
+        assert!(column_expr(
+            Db::Postgres,
+            Form::Number,
+            &col(Kind::Decimal, None),
+            "\"d\""
+        )
+        .contains("rtrim(rtrim((\"d\")::text, '0'), '.')"));
+        assert_eq!(
+            column_expr(
+                Db::Postgres,
+                Form::Timestamp,
+                &col(Kind::Timestamp, None),
+                "\"t\""
+            ),
             "to_char(\"t\", 'YYYY-MM-DD HH24:MI:SS.US')"
         );
         assert_eq!(
-            column_expr(Db::Mysql, Form::Timestamp, Kind::Timestamp, "`t`"),
+            column_expr(
+                Db::Mysql,
+                Form::Timestamp,
+                &col(Kind::Timestamp, None),
+                "`t`"
+            ),
             "DATE_FORMAT(`t`, '%Y-%m-%d %H:%i:%s.%f')"
         );
         let f = column_expr(
             Db::Mysql,
             Form::Float { digits: 6 },
-            Kind::Float { single: true },
+            &col(Kind::Float { single: true }, None),
             "`f`",
         );
         assert!(
@@ -1020,7 +1243,7 @@ mod tests {
         let f = column_expr(
             Db::Postgres,
             Form::Float { digits: 15 },
-            Kind::Decimal,
+            &col(Kind::Decimal, None),
             "\"f\"",
         );
         assert!(
@@ -1028,11 +1251,11 @@ mod tests {
             "{f}"
         );
         assert_eq!(
-            column_expr(Db::Postgres, Form::Hex, Kind::Bytes, "\"b\""),
+            column_expr(Db::Postgres, Form::Hex, &col(Kind::Bytes, None), "\"b\""),
             "encode(\"b\", 'hex')"
         );
         assert_eq!(
-            column_expr(Db::Mysql, Form::Hex, Kind::Bytes, "`b`"),
+            column_expr(Db::Mysql, Form::Hex, &col(Kind::Bytes, None), "`b`"),
             "LOWER(HEX(`b`))"
         );
     }
@@ -1045,7 +1268,7 @@ mod tests {
         );
         assert_eq!(
             row_hash_sql(Db::Mysql, &["a".into()]),
-            "CAST(CONV(SUBSTRING(MD5(CONCAT_WS(X'1F', COALESCE(CAST(CONVERT(a USING utf8mb4) AS BINARY), X'1E'))), 1, 15), 16, 10) AS UNSIGNED)"
+            "CAST(CONV(SUBSTRING(MD5(CONCAT_WS(X'1F', COALESCE(a, X'1E'))), 1, 15), 16, 10) AS UNSIGNED)"
         );
         assert!(row_hash_sql(Db::Redshift, &["a".into()]).starts_with("strtol(substring(md5("));
     }
@@ -1080,6 +1303,49 @@ mod tests {
             hi: i64::MAX,
         };
         assert!(huge.width() > i128::from(i64::MAX));
+    }
+
+    #[test]
+    fn first_pass_splits_over_sessions_and_full_mode_chunks() {
+        let whole = KeyRange {
+            lo: 1,
+            hi: 1_000_000,
+        };
+        let one = first_pass(whole, 16, 1);
+        assert_eq!(one.len(), 1);
+        assert!(
+            matches!(one[0], Work::Checksum { range, depth: 0, fan_out: 256 } if range == whole)
+        );
+        let two = first_pass(whole, 16, 2);
+        let ranges: Vec<(KeyRange, u32)> = two
+            .iter()
+            .map(|w| match w {
+                Work::Checksum { range, fan_out, .. } => (*range, *fan_out),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (KeyRange { lo: 1, hi: 500_000 }, 128),
+                (
+                    KeyRange {
+                        lo: 500_001,
+                        hi: 1_000_000
+                    },
+                    128
+                )
+            ]
+        );
+        // More sessions than keys: one range per key.
+        assert_eq!(first_pass(KeyRange { lo: 5, hi: 6 }, 16, 4).len(), 2);
+        let chunks = full_ranges(whole, 1_000_000);
+        assert_eq!(chunks.len(), 50);
+        assert_eq!(chunks[49].hi, 1_000_000);
+        assert_eq!(
+            full_ranges(KeyRange { lo: 3, hi: 3 }, 0),
+            vec![KeyRange { lo: 3, hi: 3 }]
+        );
     }
 
     #[test]

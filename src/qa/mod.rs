@@ -285,6 +285,9 @@ pub struct ColumnMeta {
     pub kind: Kind,
     /// The database's type name (`int4`, `bit(1)`, `decimal`), for messages and SQL choices.
     pub type_name: String,
+    /// The fixed scale of a decimal column, when the database reports one (MySQL does;
+    /// PostgreSQL's `prepare` does not).
+    pub scale: Option<u32>,
 }
 
 /// Pairs the columns of two result sets by name, ignoring case. Returns the pairs (in the
@@ -1115,6 +1118,7 @@ mod tests {
             name: n.into(),
             kind: Kind::Text,
             type_name: "text".into(),
+            scale: None,
         };
         let (pairs, l, r) =
             match_columns(&[c("ID"), c("Name"), c("x")], &[c("name"), c("id"), c("y")]);

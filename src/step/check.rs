@@ -177,7 +177,8 @@ pub struct DiffArgs {
     /// Columns to compare (default: every column both tables have).
     #[arg(long, value_delimiter = ',', value_name = "COL,…")]
     pub columns: Vec<String>,
-    /// Key ranges each differing range is split into.
+    /// Key ranges each differing range is split into (the first pass, the only full scan,
+    /// uses segments² buckets, at most 4096).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1024))]
     pub segments: u32,
     /// Fetch and compare the rows of a differing range once it holds at most this many rows.
@@ -190,6 +191,10 @@ pub struct DiffArgs {
     /// or to verify the bisection).
     #[arg(long)]
     pub full: bool,
+    /// Sessions per side working at once (PostgreSQL sessions share one snapshot; MySQL
+    /// sessions each take their own at about the same moment).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub threads: u32,
     /// Result logging.
     #[command(flatten)]
     pub log: LogOpts,
@@ -358,12 +363,12 @@ async fn log_to_table(
             Some(e) => return Err(anyhow::Error::new(e).context("creating the log table")),
         }
     }
-    let mut text = summary.to_string();
+    let mut text = crate::secret::redact(&summary.to_string()).into_owned();
     if spec.kind == DbKind::Redshift && text.len() > 65_535 {
         let mut trimmed = summary.clone();
         trimmed["samples"] = json!([]);
         trimmed["samples_dropped"] = json!(true);
-        text = trimmed.to_string();
+        text = crate::secret::redact(&trimmed.to_string()).into_owned();
     }
     let passed = result.passed;
     client
