@@ -67,6 +67,13 @@ pub enum Command {
     Reload(ReloadArgs),
     /// Run a SQL script (file, s3:// or --command) statement by statement, in one transaction.
     Sql(SqlArgs),
+    /// Run a Dataduct pipeline YAML: every step in dependency order, in-process.
+    Run(crate::step::run::RunArgs),
+    /// Wait for other pipelines' `_SUCCESS` markers (Dataduct pipeline-dependencies).
+    Wait(crate::step::wait::WaitArgs),
+    /// Print a pipeline YAML as an AWS Data Pipeline or Step Functions definition that runs
+    /// `bootstrap.sh <release> -- ductwork <step args>` per step.
+    Render(crate::step::render::RenderArgs),
 }
 
 /// What to do with NUL bytes in text (they cannot be represented in Redshift TSV).

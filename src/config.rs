@@ -122,6 +122,36 @@ impl Config {
             };
             return ConnSpec::from_config(&host_label(name_or_url), &cc);
         }
+        // `NAME/DATABASE`: connection NAME with another database (Dataduct's `database:` field).
+        if let Some((base, db)) = name_or_url.rsplit_once('/') {
+            if !table.contains_key(name_or_url) && !db.is_empty() && !base.is_empty() {
+                let Some(cc) = table
+                    .get(base)
+                    .or_else(|| self.connections.get(base))
+                    .or_else(|| self.warehouses.get(base))
+                else {
+                    // Not NAME/DATABASE either: report the plain lookup's error.
+                    return self.resolve_plain(name_or_url, table, section);
+                };
+                let mut url = url::Url::parse(&cc.url)
+                    .with_context(|| format!("connection {base:?}: the URL does not parse"))?;
+                url.set_path(&format!("/{db}"));
+                let cc = ConnConfig {
+                    url: url.to_string(),
+                    ..cc.clone()
+                };
+                return ConnSpec::from_config(name_or_url, &cc);
+            }
+        }
+        self.resolve_plain(name_or_url, table, section)
+    }
+
+    fn resolve_plain(
+        &self,
+        name_or_url: &str,
+        table: &BTreeMap<String, ConnConfig>,
+        section: &str,
+    ) -> anyhow::Result<ConnSpec> {
         // A source may also be named in the other section (e.g. a warehouse used as source).
         let cc = table
             .get(name_or_url)

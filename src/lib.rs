@@ -11,6 +11,7 @@ pub mod ident;
 pub mod logging;
 pub mod manifest;
 pub mod parts;
+pub mod pipeline;
 pub mod qa;
 pub mod s3;
 pub mod secret;

@@ -4,9 +4,12 @@ pub mod check;
 pub mod extract;
 pub mod load;
 pub mod reload;
+pub mod render;
+pub mod run;
 pub mod sqlcmd;
 pub mod txn;
 pub mod upsert;
+pub mod wait;
 
 use crate::cli::Command;
 use crate::error::StepFailed;
@@ -82,5 +85,23 @@ pub async fn run(ctx: Ctx, cmd: Command) -> anyhow::Result<Outcome> {
                 .into()
             })
         }
+        // `run` wraps each failed step's error itself (naming the pipeline step).
+        Command::Run(args) => run::run(&ctx, args).await,
+        Command::Wait(args) => wait::run(&ctx, args).await.map_err(|source| {
+            StepFailed {
+                step: wait::STEP.into(),
+                table: None,
+                source,
+            }
+            .into()
+        }),
+        Command::Render(args) => render::run(&ctx, args).await.map_err(|source| {
+            StepFailed {
+                step: render::STEP.into(),
+                table: None,
+                source,
+            }
+            .into()
+        }),
     }
 }
