@@ -14,5 +14,7 @@ echo "== cargo clippy --all-targets -D warnings" >&2
 cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo test" >&2
 # Test binaries run one after another; tests inside each run in parallel (each isolates itself).
-cargo test --all-targets --all-features -- --nocapture 2>&1 | tee target/test-output.log
-grep -E '^(tsv-property|fidelity|upsert-boundaries|upsert-merge-boundaries|reload-boundaries|hostile-identifiers):' target/test-output.log || true
+log=$(mktemp -t ductwork-test-XXXXXX.log)
+cargo test --all-targets --all-features -- --nocapture 2>&1 | tee "$log"
+echo "== suite figures" >&2
+grep -E '^(tsv-property|fidelity|upsert-boundaries|upsert-merge-boundaries|reload-boundaries|hostile-identifiers):' "$log" || true
