@@ -130,6 +130,27 @@ pub fn ledger_dry_run(ledger: Option<&TableName>) -> (Vec<String>, Vec<String>, 
     }
 }
 
+/// The ledger key of a step that changes `destination` (upsert, reload), with the ledger
+/// table created if missing; None when the ledger is off.
+pub async fn table_ledger_key(
+    client: &Client,
+    ledger: Option<TableName>,
+    run_id: &str,
+    step: &'static str,
+    destination: &TableName,
+) -> Result<Option<LedgerKey>> {
+    let Some(table) = ledger else {
+        return Ok(None);
+    };
+    ensure_ledger(client, &table).await?;
+    Ok(Some(LedgerKey {
+        table,
+        run_id: run_id.to_owned(),
+        step,
+        target: table_target(destination),
+    }))
+}
+
 /// Creates the run ledger if missing, in autocommit mode (outside the step's transaction).
 /// Concurrent first runs race on `CREATE … IF NOT EXISTS` (PostgreSQL reports a unique
 /// violation on its catalog); the loser retries and then finds the table.

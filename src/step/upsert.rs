@@ -20,7 +20,7 @@ use tokio_postgres::Client;
 use crate::cli::UpsertArgs;
 use crate::ident::TableName;
 use crate::sqltext;
-use crate::step::txn::{self, Catalog, Done, LedgerKey, TxnOutcome};
+use crate::step::txn::{self, Catalog, Done, TxnOutcome};
 use crate::tabledef::{self, TableDef};
 use crate::warehouse;
 use crate::warehouse::sql::{self, Dialect, Upsert};
@@ -117,15 +117,7 @@ pub async fn run(ctx: &Ctx, args: UpsertArgs) -> Result<Outcome> {
         return dry_run(&plan, ledger.as_ref(), &spec, &app).await;
     }
     let client = warehouse::connect(&spec, &app).await?;
-    let key = ledger.map(|table| LedgerKey {
-        table,
-        run_id: ctx.run_id.clone(),
-        step: STEP,
-        target: txn::table_target(&plan.destination),
-    });
-    if let Some(k) = &key {
-        txn::ensure_ledger(&client, &k.table).await?;
-    }
+    let key = txn::table_ledger_key(&client, ledger, &ctx.run_id, STEP, &plan.destination).await?;
     let outcome = txn::in_transaction(&client, key.as_ref(), started_at, async |c| {
         apply(c, &plan).await
     })
