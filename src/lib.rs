@@ -83,13 +83,27 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<Outcome> {
     };
     let work = step::run(ctx, cli.command);
     tokio::select! {
-        result = work => result,
+        result = work => result.map(|mut o| {
+            if let (Some(obj), Some(kib)) = (o.summary.as_object_mut(), peak_rss_kib()) {
+                obj.insert("peak_rss_kib".into(), kib.into());
+            }
+            o
+        }),
         sig = wait_for_signal() => {
             tracing::warn!(signal = sig, "Interrupted; aborting open uploads.");
             s3::abort_registered_uploads().await;
             Err(error::Interrupted(sig).into())
         }
     }
+}
+
+/// The process's peak resident set (`VmHWM` of /proc/self/status), in KiB; Linux only.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn validate_run_id(id: &str) -> anyhow::Result<()> {

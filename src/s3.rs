@@ -133,6 +133,49 @@ impl S3 {
         Ok(())
     }
 
+    /// Writes a small object only if no object has that key (`If-None-Match: *`). Returns
+    /// `false` when one already exists (412 PreconditionFailed or 409 ConditionalRequestConflict).
+    pub async fn put_if_absent(
+        &self,
+        uri: &S3Uri,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<bool, S3Error> {
+        let r = self
+            .client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .content_type(content_type)
+            .if_none_match("*")
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key_id.clone())
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if matches!(se.raw().status().as_u16(), 409 | 412) => {
+                Ok(false)
+            }
+            Err(e) => Err(s3_error("PutObject (If-None-Match)", uri, None, e)),
+        }
+    }
+
+    /// Deletes one object (missing is fine).
+    pub async fn delete_one(&self, uri: &S3Uri) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|e| s3_error("DeleteObject", uri, None, e))?;
+        Ok(())
+    }
+
     /// Reads a whole object (for small objects: manifests, metadata).
     pub async fn get(&self, uri: &S3Uri) -> Result<Bytes, S3Error> {
         let out = self
