@@ -180,6 +180,11 @@ pub struct ExtractArgs {
     /// Longest wait for the next row (a stalled connection fails instead of hanging).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub read_timeout: std::time::Duration,
+    /// Lifetime of the prefix's lease (`_lease.json`, renewed every third of it): a second
+    /// attempt at the same prefix fails with "run in progress" until the holder ends or the
+    /// lease lapses.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub lease_ttl: std::time::Duration,
 }
 
 /// `ductwork load`.

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ident;
+pub mod lease;
 pub mod logging;
 pub mod manifest;
 pub mod parts;

@@ -506,7 +506,9 @@ async fn s3_endpoint_down_exits_2_naming_the_key() {
     .await;
     let line = r.assert_error("extract");
     assert!(
-        line.contains("key=s3://ductwork-test/down/part-00000.tsv.gz"),
+        // The lease is the first object written: the endpoint is found down before the
+        // source is read.
+        line.contains("key=s3://ductwork-test/down/_lease.json"),
         "{line}"
     );
     assert!(
@@ -811,4 +813,80 @@ async fn dry_run_prints_the_plan_and_touches_nothing() {
         .starts_with("COPY (SELECT 1) TO STDOUT"));
     assert!(!r.stdout.contains("pw-canary-123") && !r.stderr.contains("pw-canary-123"));
     assert!(common::list_keys(&prefix).await.is_empty());
+}
+
+/// Writes a `_lease.json` naming `pid` on this host, expiring in an hour.
+async fn plant_lease(prefix: &str, pid: u32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let start: Option<u64> = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
+        .and_then(|v| v.parse().ok());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let body = serde_json::json!({
+        "run_id": "other-attempt", "host": host.trim(), "pid": pid, "pid_start": start,
+        "acquired": now, "expires": now + 3600,
+    });
+    let (bucket, key) = common::split_s3_uri(&format!("{prefix}_lease.json"));
+    common::s3_client()
+        .await
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(serde_json::to_vec(&body).expect("json").into())
+        .send()
+        .await
+        .expect("planting a lease");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_lease_refuses_a_second_attempt_and_a_dead_holders_lease_is_taken_over() {
+    let db = TestDb::new("ex_lease").await;
+    db.pg()
+        .await
+        .batch_execute("CREATE TABLE s AS SELECT g AS id FROM generate_series(1, 10) g")
+        .await
+        .expect("seed");
+    let prefix = test_prefix("ex_lease");
+    let extract = || {
+        args(&[
+            "extract",
+            "--source",
+            &common::pg_url(),
+            "--table",
+            &db.pg_table("s"),
+            "--to",
+            &prefix,
+            "--run-id",
+            "lease-test",
+        ])
+    };
+    // A live process on this host holds the lease: the attempt fails at once, writes nothing.
+    let mut holder = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    plant_lease(&prefix, holder.id()).await;
+    let r = run(extract(), vec![]).await;
+    let line = r.assert_error("extract");
+    assert!(line.contains("run in progress"), "{line}");
+    assert!(line.contains("other-attempt"), "{line}");
+    let keys = common::list_keys(&prefix).await;
+    assert_eq!(keys.len(), 1, "only the planted lease: {keys:?}");
+    // The holder dies (a SIGKILLed attempt): the next attempt takes the lease over, finishes
+    // and releases it.
+    holder.kill().expect("kill");
+    holder.wait().expect("wait");
+    let r = run(extract(), vec![]).await;
+    assert_eq!(r.assert_ok()["rows"], 10);
+    let keys = common::list_keys(&prefix).await;
+    assert!(
+        !keys.iter().any(|k| k.ends_with("_lease.json")),
+        "the lease is released: {keys:?}"
+    );
+    db.cleanup().await;
 }

@@ -72,7 +72,6 @@ fn cell_policy(args: &ExtractArgs) -> tsv::CellPolicy {
 
 /// Runs the extract.
 pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
-    let started_at = SystemTime::now();
     let started = Instant::now();
     let specs: Vec<ConnSpec> = args
         .sources
@@ -121,6 +120,28 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
         "Extract started."
     );
     let dest = Arc::new(Dest::open(&args.to, &ctx.config.s3).await?);
+    let lease = crate::lease::Lease::acquire(&dest, &ctx.run_id, args.lease_ttl).await?;
+    let result = write(
+        ctx, &args, &specs, &queries, threads, &dest, &lease, started,
+    )
+    .await;
+    lease.release().await;
+    result
+}
+
+/// Reads the sources into parts and commits them, under the lease.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    ctx: &Ctx,
+    args: &ExtractArgs,
+    specs: &[ConnSpec],
+    queries: &[String],
+    threads: usize,
+    dest: &Arc<Dest>,
+    lease: &crate::lease::Lease,
+    started: Instant,
+) -> anyhow::Result<Outcome> {
+    let started_at = SystemTime::now() - started.elapsed();
     let progress = Arc::new(Progress::default());
     let _reporter = progress.spawn_reporter("extract", ctx.global.log_format);
     let workers = Workers::new(
@@ -131,7 +152,7 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
             threads,
             in_flight: args.uploads_in_flight,
         },
-        Arc::clone(&dest),
+        Arc::clone(dest),
         Arc::clone(&progress),
     );
     // Two blocks per worker in the channel: enough to keep both cores busy, small enough
@@ -142,7 +163,7 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
     let mut tasks = Vec::new();
     for (spec, query) in specs.iter().cloned().zip(queries.iter().cloned()) {
         let opts = SourceOpts {
-            cell: cell_policy(&args),
+            cell: cell_policy(args),
             zero_dates: args.zero_dates,
             special: args.special_values,
             app_name: format!("ductwork:{}:extract", ctx.run_id),
@@ -191,7 +212,7 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
     let mut source_error = None;
     let mut columns: Option<Vec<ColumnInfo>> = None;
     let mut stats = SourceStats::default();
-    for (r, spec) in source_results.into_iter().zip(&specs) {
+    for (r, spec) in source_results.into_iter().zip(specs) {
         match r {
             Ok((cols, st)) => {
                 stats.add(&st);
@@ -282,6 +303,10 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
         pending.push((name, p));
     }
     let names: Vec<String> = pending.iter().map(|(n, _)| n.clone()).collect();
+    if let Err(e) = lease.check() {
+        abort_all(pending.into_iter().map(|(_, p)| p).collect()).await;
+        return Err(e);
+    }
     commit_all(pending).await?;
 
     let columns = columns.unwrap_or_default();
