@@ -74,6 +74,9 @@ pub enum Command {
     /// Print a pipeline YAML as an AWS Data Pipeline or Step Functions definition that runs
     /// `bootstrap.sh <release> -- ductwork <step args>` per step.
     Render(crate::step::render::RenderArgs),
+    /// Manifests: `merge` joins a fan-out's chunk manifests into one for a single load.
+    #[command(subcommand)]
+    Manifest(crate::step::manifest::ManifestCommand),
 }
 
 /// What to do with NUL bytes in text (they cannot be represented in Redshift TSV).
@@ -180,6 +183,47 @@ pub struct ExtractArgs {
     /// Longest wait for the next row (a stalled connection fails instead of hanging).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub read_timeout: std::time::Duration,
+    /// Incremental extract: only rows whose COL is at or after a watermark (`--after` or
+    /// `--after-sql`). `>=` by default: rows at the watermark are read again, and the
+    /// upsert's key deduplicates them.
+    #[arg(long, value_name = "COL")]
+    pub where_after: Option<String>,
+    /// The watermark value (the source converts it to COL's type).
+    #[arg(
+        long,
+        value_name = "VALUE",
+        requires = "where_after",
+        conflicts_with = "after_sql"
+    )]
+    pub after: Option<String>,
+    /// A query returning the watermark, e.g. `SELECT max(updated_at) FROM prod.t`; run on
+    /// `--after-warehouse` (else on the source). NULL or no row: a full extract.
+    #[arg(long, value_name = "SQL", requires = "where_after")]
+    pub after_sql: Option<String>,
+    /// The warehouse `--after-sql` runs on (a name from ductwork.toml or a URL).
+    #[arg(long, value_name = "NAME|URL", requires = "after_sql")]
+    pub after_warehouse: Option<String>,
+    /// Use `>` instead of `>=` for the watermark (only for strictly increasing keys).
+    #[arg(long, requires = "where_after")]
+    pub after_exclusive: bool,
+    /// Split the read into key ranges of COL (read concurrently, on separate connections).
+    #[arg(long, value_name = "COL")]
+    pub split_by: Option<String>,
+    /// Number of key ranges.
+    #[arg(long, value_name = "N", requires = "split_by", default_value_t = 1)]
+    pub chunks: usize,
+    /// Extract only range K (0-based) into --to: one worker of a fan-out; the workers share
+    /// the split plan in `--split-plan`, and `ductwork manifest merge` joins their manifests.
+    #[arg(long, value_name = "K", requires = "split_by")]
+    pub chunk: Option<usize>,
+    /// How bounds are chosen: auto (ranges for integer keys, quantiles otherwise), range,
+    /// quantile (balanced chunks for skewed keys).
+    #[arg(long, value_enum, default_value_t, requires = "split_by")]
+    pub split_mode: crate::split::SplitMode,
+    /// With --chunk: where the shared split plan is (created by the first worker, with
+    /// If-None-Match; read by the others). Default: `split-plan.json` beside the --to prefix.
+    #[arg(long, value_name = "URI", requires = "chunk")]
+    pub split_plan: Option<String>,
     /// Lifetime of the prefix's lease (`_lease.json`, renewed every third of it): a second
     /// attempt at the same prefix fails with "run in progress" until the holder ends or the
     /// lease lapses.

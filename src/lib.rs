@@ -18,6 +18,7 @@ pub mod s3;
 pub mod secret;
 pub mod sink;
 pub mod source;
+pub mod split;
 pub mod sqltext;
 pub mod step;
 pub mod store;

@@ -91,6 +91,89 @@ impl Store {
         }
     }
 
+    /// Writes a small object whole (S3 PutObject; a local temp file + rename).
+    pub async fn put(&self, url: &str, body: Bytes) -> anyhow::Result<()> {
+        match Location::parse(url)? {
+            Location::S3(uri) => Ok(self.s3().await?.put(&uri, body, "application/json").await?),
+            Location::File(p) => crate::sink::write_atomic(&p, &body),
+        }
+    }
+
+    /// Every object URL matching `pattern`, where `*` matches within one path segment
+    /// (`s3://b/run/chunk-*/manifest.json`), sorted.
+    pub async fn glob(&self, pattern: &str) -> anyhow::Result<Vec<String>> {
+        if !pattern.contains('*') {
+            return Ok(vec![pattern.to_owned()]);
+        }
+        let mut out = Vec::new();
+        match Location::parse(pattern)? {
+            Location::S3(uri) => {
+                let fixed = &uri.key[..uri.key.find('*').unwrap_or(uri.key.len())];
+                let prefix = S3Uri {
+                    bucket: uri.bucket.clone(),
+                    key: fixed.to_owned(),
+                };
+                for (key, _) in self.s3().await?.list(&prefix).await? {
+                    if crate::split::glob_match(&uri.key, &key) {
+                        out.push(format!("s3://{}/{key}", uri.bucket));
+                    }
+                }
+            }
+            Location::File(p) => {
+                let text = p.display().to_string();
+                let star = text.find('*').unwrap_or(text.len());
+                let root = PathBuf::from(&text[..text[..star].rfind('/').unwrap_or(0).max(1)]);
+                let depth = text[star..].matches('/').count() + 1;
+                let mut stack = vec![(root, 0usize)];
+                while let Some((dir, d)) = stack.pop() {
+                    let Ok(rd) = std::fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    for e in rd.flatten() {
+                        let path = e.path();
+                        let shown = path.display().to_string();
+                        if crate::split::glob_match(&text, &shown) {
+                            out.push(format!("file://{shown}"));
+                        } else if d + 1 < depth && path.is_dir() {
+                            stack.push((path, d + 1));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Writes a small object only if none exists at `url` (S3 `If-None-Match: *`, a local
+    /// `create_new` + rename). Returns false when one exists.
+    pub async fn put_if_absent(&self, url: &str, body: Bytes) -> anyhow::Result<bool> {
+        match Location::parse(url)? {
+            Location::S3(uri) => Ok(self
+                .s3()
+                .await?
+                .put_if_absent(&uri, body, "application/json")
+                .await?),
+            Location::File(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let tmp = p.with_extension(format!("{}.tmp", std::process::id()));
+                std::fs::write(&tmp, &body)
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                // A hard link fails if the target exists: an atomic create-if-absent.
+                let r = std::fs::hard_link(&tmp, &p);
+                let _ = std::fs::remove_file(&tmp);
+                match r {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(e).with_context(|| format!("creating {}", p.display())),
+                }
+            }
+        }
+    }
+
     /// Opens an object as a byte stream; also returns its size.
     pub async fn open(
         &self,

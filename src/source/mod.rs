@@ -41,6 +41,8 @@ pub struct SourceOpts {
     pub shard_value: Option<String>,
     /// Longest wait for the next row before the read is declared stalled.
     pub read_timeout: Duration,
+    /// PostgreSQL: a snapshot exported by the split planner, imported before reading.
+    pub snapshot: Option<String>,
 }
 
 /// What a source counted, for the summary.

@@ -123,6 +123,13 @@ pub fn trim_query(query: &str) -> &str {
         .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
 }
 
+/// The source session: UTC, ISO dates, exact floats, hex bytea, standard strings, and one
+/// `REPEATABLE READ READ ONLY` transaction.
+pub const SESSION_SETUP: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \
+     BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
 /// Streams `query` from PostgreSQL into `out`.
 pub async fn extract(
     spec: &ConnSpec,
@@ -132,13 +139,19 @@ pub async fn extract(
 ) -> anyhow::Result<(Vec<ColumnInfo>, SourceStats)> {
     let client = connect(spec, &opts.app_name).await?;
     client
-        .batch_execute(
-            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; \
-             SET extra_float_digits = 3; SET bytea_output = 'hex'; SET client_encoding = 'UTF8'; \
-             BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        )
+        .batch_execute(SESSION_SETUP)
         .await
         .context("setting up the source session")?;
+    if let Some(snap) = &opts.snapshot {
+        // Chunks of one split extract read the planner's exported snapshot.
+        client
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT '{}'",
+                snap.replace('\'', "''")
+            ))
+            .await
+            .context("importing the split's snapshot")?;
+    }
     let server_encoding: String = client
         .query_one("SELECT current_setting('server_encoding')", &[])
         .await

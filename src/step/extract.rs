@@ -21,6 +21,7 @@ use crate::logging::Progress;
 use crate::parts::{Block, PartResult, PartsConfig, Workers};
 use crate::sink::{part_name, Dest};
 use crate::source::{self, BlockWriter, ColumnInfo, SourceOpts, SourceStats};
+use crate::split::{After, Bound, Planner, SplitPlan};
 use crate::tsv;
 use crate::{Ctx, Outcome};
 
@@ -108,6 +109,7 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
         .max(1);
 
+    validate_big_table_flags(&args, &specs)?;
     if ctx.global.dry_run {
         return Ok(dry_run(ctx, &args, &specs, &queries));
     }
@@ -121,12 +123,342 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<Outcome> {
     );
     let dest = Arc::new(Dest::open(&args.to, &ctx.config.s3).await?);
     let lease = crate::lease::Lease::acquire(&dest, &ctx.run_id, args.lease_ttl).await?;
-    let result = write(
-        ctx, &args, &specs, &queries, threads, &dest, &lease, started,
-    )
+    let result = async {
+        let prepared = prepare(ctx, &args, &specs, &queries).await?;
+        let r = write(
+            ctx, &args, &specs, &queries, &prepared, threads, &dest, &lease, started,
+        )
+        .await;
+        if let Some(p) = prepared.planner {
+            p.close().await;
+        }
+        r
+    }
     .await;
     lease.release().await;
     result
+}
+
+/// What [`prepare`] decided: the (source, query) pairs to read, the planning session to keep
+/// open while they read (its exported snapshot), and the record for `ductwork.json`.
+struct Prepared {
+    readers: Vec<(ConnSpec, String)>,
+    planner: Option<Planner>,
+    snapshot: Option<String>,
+    after: Option<After>,
+    split: Option<(SplitPlan, Option<usize>)>,
+}
+
+fn validate_big_table_flags(args: &ExtractArgs, specs: &[ConnSpec]) -> anyhow::Result<()> {
+    if let Some(c) = &args.where_after {
+        crate::ident::validate_ident(c).context("--where-after")?;
+        if args.after.is_none() && args.after_sql.is_none() {
+            bail!("--where-after needs --after VALUE or --after-sql SQL");
+        }
+    }
+    if let Some(c) = &args.split_by {
+        crate::ident::validate_ident(c).context("--split-by")?;
+        if specs.len() > 1 {
+            bail!("--split-by reads one source in key ranges; it cannot be combined with several --source");
+        }
+        if args.chunks == 0 || args.chunks > 256 {
+            bail!("--chunks must be between 1 and 256");
+        }
+        if let Some(k) = args.chunk {
+            if k >= args.chunks {
+                bail!(
+                    "--chunk {k} is out of range: chunks are 0..={}",
+                    args.chunks - 1
+                );
+            }
+        }
+    }
+    if args.after_sql.is_some() && args.after_warehouse.is_none() && specs.len() > 1 {
+        bail!("--after-sql without --after-warehouse runs on the source: name one source");
+    }
+    Ok(())
+}
+
+/// The split plan's default place: `split-plan.json` in the folder above `--to`.
+fn default_plan_uri(to: &str) -> anyhow::Result<String> {
+    let trimmed = to.trim_end_matches('/');
+    let scheme_end = trimmed.find("://").map_or(0, |i| i + 3);
+    match trimmed.rsplit_once('/') {
+        Some((parent, _)) if parent.len() > scheme_end => Ok(format!("{parent}/split-plan.json")),
+        _ => bail!("--to {to:?} has no parent folder for the shared split plan: pass --split-plan"),
+    }
+}
+
+/// Resolves the incremental filter and the split plan, and builds the readers' queries.
+async fn prepare(
+    ctx: &Ctx,
+    args: &ExtractArgs,
+    specs: &[ConnSpec],
+    queries: &[String],
+) -> anyhow::Result<Prepared> {
+    if args.where_after.is_none() && args.split_by.is_none() {
+        return Ok(Prepared {
+            readers: specs.iter().cloned().zip(queries.iter().cloned()).collect(),
+            planner: None,
+            snapshot: None,
+            after: None,
+            split: None,
+        });
+    }
+    let spec = &specs[0];
+    let base = &queries[0];
+    let from_table = args.table.is_some();
+    let query_sha = sha_hex(base);
+    let store = crate::store::Store::new(&ctx.config.s3);
+
+    // A fan-out worker whose plan already exists takes everything from it.
+    let plan_uri = match (args.chunk, &args.split_plan) {
+        (Some(_), Some(u)) => Some(u.clone()),
+        (Some(_), None) => Some(default_plan_uri(&args.to)?),
+        (None, _) => None,
+    };
+    let mut shared: Option<SplitPlan> = match &plan_uri {
+        Some(u) if store.exists(u).await? => Some(read_plan(&store, u).await?),
+        _ => None,
+    };
+    let app_name = format!("ductwork:{}:extract", ctx.run_id);
+    let mut planner = if shared.is_none() || args.chunk.is_none() {
+        Some(
+            Planner::open(spec, &app_name)
+                .await
+                .context("opening the planning session")?,
+        )
+    } else {
+        None
+    };
+
+    let mut after = match (&shared, &mut planner) {
+        (Some(p), _) => p.after.clone(),
+        (None, Some(pl)) => resolve_after(ctx, args, spec, base, pl).await?,
+        (None, None) => None,
+    };
+    if let Some(p) = &shared {
+        check_plan_after(p, args, plan_uri.as_deref().unwrap_or_default())?;
+    }
+
+    let mut split = None;
+    if let Some(col) = &args.split_by {
+        let plan = match shared.take() {
+            Some(p) => p,
+            None => {
+                let pl = planner.as_mut().context("no planning session")?;
+                let integer = pl.is_integer(base, col).await?;
+                let preds: Vec<String> = after
+                    .as_ref()
+                    .and_then(|a| a.predicate(spec.kind))
+                    .into_iter()
+                    .collect();
+                let restricted = crate::split::restrict(base, from_table, &preds);
+                let (mode, bounds, keyed_rows) = pl
+                    .bounds(&restricted, col, args.chunks, args.split_mode, integer)
+                    .await
+                    .with_context(|| format!("planning the split on {col:?}"))?;
+                let made = SplitPlan {
+                    column: col.clone(),
+                    chunks: args.chunks,
+                    mode,
+                    integer,
+                    bounds,
+                    query_sha256: query_sha.clone(),
+                    after: after.clone(),
+                    keyed_rows,
+                };
+                match &plan_uri {
+                    Some(u) => {
+                        let body = Bytes::from(serde_json::to_vec_pretty(&made)?);
+                        if store
+                            .put_if_absent(u, body)
+                            .await
+                            .with_context(|| format!("writing the split plan {u}"))?
+                        {
+                            tracing::info!(plan = %u, "Wrote the shared split plan.");
+                            made
+                        } else {
+                            // Another worker was first: use its plan (and its watermark).
+                            let theirs = read_plan(&store, u).await?;
+                            check_plan_after(&theirs, args, u)?;
+                            after = theirs.after.clone();
+                            theirs
+                        }
+                    }
+                    None => made,
+                }
+            }
+        };
+        if plan.column != *col || plan.chunks != args.chunks || plan.query_sha256 != query_sha {
+            bail!(
+                "the shared split plan {} is for column {:?}, {} chunks and query sha256 {}; this worker has {col:?}, {} chunks and {query_sha}: every worker must run the same extract",
+                plan_uri.as_deref().unwrap_or_default(),
+                plan.column,
+                plan.chunks,
+                plan.query_sha256,
+                args.chunks
+            );
+        }
+        tracing::info!(column = %col, chunks = plan.chunks, mode = ?plan.mode, bounds = ?plan.bounds, keyed_rows = ?plan.keyed_rows, "Split plan.");
+        split = Some((plan, args.chunk));
+    }
+
+    let readers: Vec<(ConnSpec, String)> = match &split {
+        Some((plan, only)) => (0..plan.chunks)
+            .filter(|k| only.is_none_or(|o| o == *k))
+            .map(|k| {
+                let mut preds: Vec<String> = after
+                    .as_ref()
+                    .and_then(|a| a.predicate(spec.kind))
+                    .into_iter()
+                    .collect();
+                preds.push(plan.chunk_predicate(spec.kind, k));
+                (
+                    spec.clone(),
+                    crate::split::restrict(base, from_table, &preds),
+                )
+            })
+            .collect(),
+        None => specs
+            .iter()
+            .zip(queries)
+            .map(|(s, q)| {
+                let preds: Vec<String> = after
+                    .as_ref()
+                    .and_then(|a| a.predicate(s.kind))
+                    .into_iter()
+                    .collect();
+                (s.clone(), crate::split::restrict(q, from_table, &preds))
+            })
+            .collect(),
+    };
+    // The exported snapshot is only shared in-process; a lone reader needs none.
+    let snapshot = planner
+        .as_ref()
+        .and_then(Planner::snapshot)
+        .filter(|_| readers.len() > 1);
+    if snapshot.is_none() {
+        if let Some(p) = planner.take() {
+            p.close().await;
+        }
+    }
+    Ok(Prepared {
+        readers,
+        planner,
+        snapshot,
+        after,
+        split,
+    })
+}
+
+/// A worker's incremental flags must agree with the shared plan's.
+fn check_plan_after(plan: &SplitPlan, args: &ExtractArgs, uri: &str) -> anyhow::Result<()> {
+    match (&plan.after, &args.where_after) {
+        (None, None) => Ok(()),
+        (Some(a), Some(col)) if &a.column == col => {
+            if let Some(given) = &args.after {
+                let same = match &a.value {
+                    Some(Bound::Int(i)) => given.trim().parse::<i128>().ok() == Some(*i),
+                    Some(Bound::Text(t)) => t == given,
+                    None => false,
+                };
+                if !same {
+                    bail!(
+                        "--after {given:?} differs from the watermark {:?} of the shared split plan {uri}",
+                        a.value
+                    );
+                }
+            }
+            Ok(())
+        }
+        _ => bail!(
+            "the shared split plan {uri} was made with other --where-after flags: every worker must pass the same"
+        ),
+    }
+}
+
+async fn read_plan(store: &crate::store::Store, uri: &str) -> anyhow::Result<SplitPlan> {
+    let bytes = store
+        .get(uri)
+        .await
+        .with_context(|| format!("reading the split plan {uri}"))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing the split plan {uri}"))
+}
+
+/// The watermark: `--after`, or the first value of `--after-sql` on the warehouse (or the
+/// source).
+async fn resolve_after(
+    ctx: &Ctx,
+    args: &ExtractArgs,
+    spec: &ConnSpec,
+    base: &str,
+    planner: &mut Planner,
+) -> anyhow::Result<Option<After>> {
+    let Some(col) = &args.where_after else {
+        return Ok(None);
+    };
+    let integer = planner.is_integer(base, col).await?;
+    let (text, source) = match (&args.after, &args.after_sql) {
+        (Some(v), _) => (Some(v.clone()), "--after".to_owned()),
+        (None, Some(sql)) => match &args.after_warehouse {
+            Some(w) => {
+                let wspec = ctx.config.warehouse(w)?;
+                let client = crate::source::postgres::connect(
+                    &wspec,
+                    &format!("ductwork:{}:extract-watermark", ctx.run_id),
+                )
+                .await?;
+                client
+                    .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
+                    .await
+                    .context("setting up the watermark session")?;
+                let v = crate::split::scalar_pg(&client, sql)
+                    .await
+                    .with_context(|| format!("running --after-sql on warehouse {}", wspec.name))?;
+                (
+                    v,
+                    format!(
+                        "--after-sql sha256 {} on warehouse {}",
+                        sha_hex(sql),
+                        wspec.name
+                    ),
+                )
+            }
+            None => {
+                let v = planner
+                    .scalar(sql)
+                    .await
+                    .with_context(|| format!("running --after-sql on source {}", spec.name))?;
+                (
+                    v,
+                    format!(
+                        "--after-sql sha256 {} on source {}",
+                        sha_hex(sql),
+                        spec.name
+                    ),
+                )
+            }
+        },
+        (None, None) => bail!("--where-after needs --after or --after-sql"),
+    };
+    let value = match text {
+        Some(t) => {
+            let t = crate::split::watermark_for(spec.kind, &t)?;
+            Some(Bound::for_column(&t, integer, "the watermark")?)
+        }
+        None => {
+            tracing::warn!(column = %col, "The watermark query found no value: extracting every row.");
+            None
+        }
+    };
+    tracing::info!(column = %col, watermark = ?value, "Incremental extract.");
+    Ok(Some(After {
+        column: col.clone(),
+        value,
+        inclusive: !args.after_exclusive,
+        source,
+    }))
 }
 
 /// Reads the sources into parts and commits them, under the lease.
@@ -136,6 +468,7 @@ async fn write(
     args: &ExtractArgs,
     specs: &[ConnSpec],
     queries: &[String],
+    prepared: &Prepared,
     threads: usize,
     dest: &Arc<Dest>,
     lease: &crate::lease::Lease,
@@ -161,7 +494,7 @@ async fn write(
     let handles = workers.spawn(&rx)?;
 
     let mut tasks = Vec::new();
-    for (spec, query) in specs.iter().cloned().zip(queries.iter().cloned()) {
+    for (spec, query) in prepared.readers.iter().cloned() {
         let opts = SourceOpts {
             cell: cell_policy(args),
             zero_dates: args.zero_dates,
@@ -169,6 +502,7 @@ async fn write(
             app_name: format!("ductwork:{}:extract", ctx.run_id),
             shard_value: args.shard_column.as_ref().map(|_| spec.name.clone()),
             read_timeout: args.read_timeout,
+            snapshot: prepared.snapshot.clone(),
         };
         let mut writer = BlockWriter::new(tx.clone(), Arc::clone(&progress));
         let rx_close = rx.clone();
@@ -212,7 +546,7 @@ async fn write(
     let mut source_error = None;
     let mut columns: Option<Vec<ColumnInfo>> = None;
     let mut stats = SourceStats::default();
-    for (r, spec) in source_results.into_iter().zip(specs) {
+    for (r, (spec, _)) in source_results.into_iter().zip(&prepared.readers) {
         match r {
             Ok((cols, st)) => {
                 stats.add(&st);
@@ -340,6 +674,11 @@ async fn write(
         "format": {"delimiter": "\t", "escape": true, "gzip": true, "record_end": "\n"},
         "sources": specs.iter().map(|s| json!({"name": s.name, "url": s.display_url()})).collect::<Vec<_>>(),
         "query_sha256": sha_hex(&queries[0]),
+        "incremental": prepared.after,
+        "split": prepared.split.as_ref().map(|(plan, chunk)| json!({
+            "column": plan.column, "chunks": plan.chunks, "chunk": chunk, "mode": plan.mode,
+            "bounds": plan.bounds, "plan_sha256": plan.sha256(), "query_sha256": plan.query_sha256,
+        })),
         "table": args.table,
         "counts": stats,
         "started": rfc3339(started_at),

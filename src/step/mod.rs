@@ -3,6 +3,7 @@
 pub mod check;
 pub mod extract;
 pub mod load;
+pub mod manifest;
 pub mod reload;
 pub mod render;
 pub mod run;
@@ -90,6 +91,14 @@ pub async fn run(ctx: Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         Command::Wait(args) => wait::run(&ctx, args).await.map_err(|source| {
             StepFailed {
                 step: wait::STEP.into(),
+                table: None,
+                source,
+            }
+            .into()
+        }),
+        Command::Manifest(cmd) => manifest::run(&ctx, cmd).await.map_err(|source| {
+            StepFailed {
+                step: manifest::STEP.into(),
                 table: None,
                 source,
             }
