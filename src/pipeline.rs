@@ -238,6 +238,11 @@ impl StepType {
                 "database",
                 "output_path",
                 "splits",
+                "split_by",
+                "chunks",
+                "where_after",
+                "after",
+                "after_sql",
             ],
             Self::CreateLoadRedshift => &["table_definition", "truncate", "replace_invalid_char"],
             Self::Upsert => &["source", "destination", "enforce_primary_key", "history"],
@@ -1075,6 +1080,22 @@ pub fn step_argv(p: &Pipeline, idx: usize, plan: &Plan) -> anyhow::Result<Vec<St
             push(&["--to", &plan.output_prefix(p, step)]);
             if let Some(n) = step.get("splits") {
                 push(&["--parts-multiple", n]);
+            }
+            // ductwork's big-table fields: key ranges and incremental extracts.
+            if let Some(col) = step.get("split_by") {
+                let n = need("chunks")?;
+                if !n.parse::<usize>().is_ok_and(|n| (1..=256).contains(&n)) {
+                    bail!("{label}: chunks {n:?} must be a number from 1 to 256");
+                }
+                push(&["--split-by", col, "--chunks", &n]);
+            }
+            if let Some(col) = step.get("where_after") {
+                push(&["--where-after", col]);
+                match (step.get("after"), step.get("after_sql")) {
+                    (Some(v), None) => push(&["--after", v]),
+                    (None, Some(sql)) => push(&["--after-sql", sql, "--after-warehouse", &wh]),
+                    _ => bail!("{label}: where_after needs exactly one of `after:` or `after_sql:` (run on the warehouse)"),
+                }
             }
         }
         StepType::CreateLoadRedshift => {

@@ -42,10 +42,17 @@ impl S3 {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
         let shared = loader.load().await;
+        // A stalled S3 answer ends after the read timeout and the attempt is retried.
+        // `$DUCTWORK_S3_READ_TIMEOUT` (e.g. `5s`) shortens it (tests, fast-fail setups).
+        let read_timeout = match std::env::var("DUCTWORK_S3_READ_TIMEOUT") {
+            Ok(v) if !v.trim().is_empty() => crate::config::parse_duration(&v)
+                .map_err(|e| anyhow::anyhow!("$DUCTWORK_S3_READ_TIMEOUT: {e}"))?,
+            _ => Duration::from_secs(120),
+        };
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(10))
-            .operation_attempt_timeout(Duration::from_secs(300))
-            .read_timeout(Duration::from_secs(120))
+            .operation_attempt_timeout(Duration::from_secs(300).max(read_timeout * 2))
+            .read_timeout(read_timeout)
             .build();
         // Integrity comes from our own Content-MD5 on every chunk (S3 recomputes it and
         // answers BadDigest on a mismatch). The SDK's default flexible checksums are off:

@@ -22,8 +22,9 @@ use crate::config::DbKind;
 use crate::ident::{quote_ident, quote_mysql_ident};
 
 /// A bound or watermark value.
+/// In JSON: `{"int": 26}` or `{"text": "2024-01-01 00:00:00"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(rename_all = "lowercase")]
 pub enum Bound {
     /// An integer key.
     Int(i128),
@@ -564,6 +565,19 @@ mod tests {
                 assert_eq!(hits, 1, "key {key:?} bounds {bounds:?}");
             }
         }
+    }
+
+    #[test]
+    fn plans_round_trip_through_json() {
+        let mut p = plan(vec![Bound::Int(i128::from(u64::MAX) + 1), Bound::Int(-5)]);
+        p.after = Some(After {
+            column: "at".into(),
+            value: Some(Bound::Text("2024-01-01".into())),
+            inclusive: true,
+            source: "--after".into(),
+        });
+        let back: SplitPlan = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]

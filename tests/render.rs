@@ -158,3 +158,68 @@ fn compose_file_parses_and_names_the_three_services() {
         );
     }
 }
+
+/// An extract with `split_by`/`chunks` fans out: one worker per key range (`--chunk K` into
+/// `chunk-K/`, sharing one split plan), then `manifest merge` under the step's own name, which
+/// the load (reading the merged manifest) depends on.
+#[test]
+fn split_extracts_fan_out_into_chunk_workers_and_a_merge() {
+    let doc = render("examples/big_users.yaml", "datapipeline");
+    let objects = doc["objects"].as_array().expect("objects");
+    let by_id = |id: &str| {
+        objects
+            .iter()
+            .find(|o| o["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {doc:#}"))
+    };
+    for k in 0..3 {
+        let w = by_id(&format!("extract_users-chunk-{k}"));
+        let a: Vec<&str> = w["scriptArgument"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|v| v.as_str().expect("str"))
+            .collect();
+        let at = |flag: &str| a[a.iter().position(|x| *x == flag).expect(flag) + 1];
+        assert_eq!(at("--chunk"), k.to_string());
+        assert_eq!(at("--chunks"), "3");
+        assert!(
+            at("--to").ends_with(&format!("/extract_users/chunk-{k}/")),
+            "{a:?}"
+        );
+        assert!(at("--split-plan").ends_with("/extract_users/split-plan.json"));
+        assert_eq!(at("--after-warehouse"), "local");
+        assert!(w.get("dependsOn").is_none());
+    }
+    let merge = by_id("extract_users");
+    let a = merge["scriptArgument"].as_array().expect("args");
+    assert_eq!(a[5], "manifest");
+    assert_eq!(a[6], "merge");
+    assert!(a[7]
+        .as_str()
+        .unwrap()
+        .ends_with("/extract_users/chunk-*/manifest.json"));
+    assert_eq!(merge["dependsOn"].as_array().expect("deps").len(), 3);
+    let load = by_id("load_staging");
+    assert_eq!(load["dependsOn"][0]["ref"], "extract_users");
+    let from = load["scriptArgument"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|v| v == "--from")
+        .unwrap();
+    assert!(load["scriptArgument"][from + 1]
+        .as_str()
+        .unwrap()
+        .ends_with("/extract_users/manifest.json"));
+
+    let sf = render("examples/big_users.yaml", "stepfunctions");
+    assert_eq!(sf["StartAt"], "extract_users-chunks");
+    let fan = &sf["States"]["extract_users-chunks"];
+    assert_eq!(fan["Type"], "Parallel");
+    assert_eq!(fan["Branches"].as_array().expect("branches").len(), 3);
+    assert_eq!(fan["Next"], "extract_users");
+    assert_eq!(sf["States"]["extract_users"]["Next"], "load_staging");
+    golden("render_big_users.datapipeline.json", &doc);
+    golden("render_big_users.stepfunctions.json", &sf);
+}
