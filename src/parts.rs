@@ -21,7 +21,7 @@ use flate2::Compression;
 use sha2::{Digest as _, Sha256};
 
 use crate::logging::Progress;
-use crate::sink::{part_name, Dest, OpenPart};
+use crate::sink::{part_name, Dest, OpenPart, Uploads};
 
 /// Encoded records on their way to a compression worker.
 #[derive(Debug, Default)]
@@ -103,15 +103,13 @@ pub struct Workers {
     buffers: Arc<tokio::sync::Semaphore>,
     rt: tokio::runtime::Handle,
     progress: Arc<Progress>,
-    failed: Arc<std::sync::Mutex<Option<crate::error::S3Error>>>,
+    /// The chunk uploads of every part: running count and first failure (see [`Uploads`]).
+    uploads: Arc<Uploads>,
 }
 
 impl Workers {
     fn first_failure(&self) -> Option<crate::error::S3Error> {
-        self.failed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.uploads.chunk_failure()
     }
 
     /// Prepares workers writing to `dest`.
@@ -128,7 +126,7 @@ impl Workers {
             buffers,
             rt: tokio::runtime::Handle::current(),
             progress,
-            failed: Arc::default(),
+            uploads: Arc::default(),
         }
     }
 
@@ -167,7 +165,7 @@ impl Workers {
             buffers: Arc::clone(&self.buffers),
             rt: self.rt.clone(),
             progress: Arc::clone(&self.progress),
-            failed: Arc::clone(&self.failed),
+            uploads: Arc::clone(&self.uploads),
         }
     }
 
@@ -234,7 +232,7 @@ impl Workers {
     fn open(&self) -> anyhow::Result<Current> {
         let index = self.next_index.fetch_add(1, Ordering::SeqCst);
         let name = part_name(index);
-        let out = self.dest.begin_part(&name, &self.rt)?;
+        let out = self.dest.begin_part(&name, &self.rt, &self.uploads)?;
         tracing::debug!(part = %name, "Part started.");
         let buffer = self.take_buffer()?;
         Ok(Current {
@@ -308,7 +306,7 @@ impl Workers {
         let number = c.next_chunk;
         c.next_chunk += 1;
         match &mut c.out {
-            OpenPart::S3 { upload, chunks } => {
+            OpenPart::S3 { upload, chunks, .. } => {
                 if number > 10_000 {
                     anyhow::bail!(
                         "{} would need more than 10,000 chunks; raise --upload-chunk or lower --part-size",
@@ -321,20 +319,18 @@ impl Workers {
                 }
                 let up = Arc::clone(upload);
                 let bytes = Bytes::from(data);
-                let failed = Arc::clone(&self.failed);
+                let uploads = Arc::clone(&self.uploads);
                 let slots = Arc::clone(&self.slots);
+                // Counted before the task exists, so that a commit waiting for every chunk
+                // to settle cannot miss it.
+                let running = uploads.chunk_started();
                 chunks.push(self.rt.spawn(async move {
                     // At most `in_flight` chunks upload at once; the others wait here, each
                     // holding its buffer slot.
                     let _uploading = slots.acquire_owned().await;
                     let r = up.upload_chunk(number, bytes).await;
                     drop(buffer);
-                    if let Err(e) = &r {
-                        let mut slot = failed
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        slot.get_or_insert_with(|| e.clone());
-                    }
+                    running.done(r.as_ref().err());
                     r
                 }));
             }

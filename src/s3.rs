@@ -65,7 +65,8 @@ impl S3 {
                 aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
             )
             .timeout_config(timeouts)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+            .retry_classifier(NoRetryOnUnknownHost);
         if shared.region().is_none() {
             b = b.region(aws_config::Region::new("us-east-1"));
         }
@@ -363,13 +364,20 @@ pub struct UploadedChunk {
 }
 
 impl MultipartUpload {
+    /// The client this upload goes through.
+    pub fn store(&self) -> &S3 {
+        &self.s3
+    }
+
     /// Uploads one chunk (the SDK retries transient failures by resending this buffer).
     pub async fn upload_chunk(&self, number: i32, data: Bytes) -> Result<UploadedChunk, S3Error> {
         let op = format!("UploadPart {number} of");
-        let md5 = {
+        let digest = {
             use md5::Digest as _;
-            aws_smithy_types::base64::encode(md5::Md5::digest(&data))
+            md5::Md5::digest(&data)
         };
+        let md5 = aws_smithy_types::base64::encode(digest);
+        let attempts = AttemptCounter::default();
         let out = self
             .s3
             .client
@@ -381,9 +389,11 @@ impl MultipartUpload {
             .content_md5(md5)
             .set_expected_bucket_owner(self.s3.expected_owner.clone())
             .body(ByteStream::from(data))
+            .customize()
+            .interceptor(attempts.clone())
             .send()
             .await
-            .map_err(|e| s3_error(&op, &self.uri, Some(&self.upload_id), e))?;
+            .map_err(|e| attempts.note(s3_error(&op, &self.uri, Some(&self.upload_id), e)))?;
         let etag = out.e_tag().unwrap_or_default().to_owned();
         if etag.is_empty() {
             return Err(S3Error {
@@ -392,6 +402,33 @@ impl MultipartUpload {
                 upload_id: Some(self.upload_id.clone()),
                 code: None,
                 message: Some("S3 returned no ETag".into()),
+                retriable: false,
+            });
+        }
+        // S3 checks Content-MD5 itself; stores that do not (moto, some S3-compatible
+        // servers) still return the MD5 of what they stored as the ETag of a part: a part
+        // changed in transit shows. Not under SSE-KMS or SSE-C (requested, or the bucket's
+        // default, as the answer says), whose ETags are not MD5s.
+        let tag = etag.trim_matches('"');
+        let kms = |sse: Option<&ServerSideEncryption>| {
+            matches!(
+                sse,
+                Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+            )
+        };
+        let not_md5 = kms(self.s3.sse.as_ref())
+            || kms(out.server_side_encryption())
+            || out.sse_customer_algorithm().is_some();
+        if !not_md5 && is_md5_hex(tag) && !tag.eq_ignore_ascii_case(&hex::encode(digest)) {
+            return Err(S3Error {
+                op,
+                key: self.uri.to_string(),
+                upload_id: Some(self.upload_id.clone()),
+                code: None,
+                message: Some(format!(
+                    "the store's ETag {tag} is not the MD5 {} of the chunk sent: it was changed in transit",
+                    hex::encode(digest)
+                )),
                 retriable: false,
             });
         }
@@ -415,6 +452,7 @@ impl MultipartUpload {
                     .build()
             })
             .collect();
+        let attempts = AttemptCounter::default();
         let result = self
             .s3
             .client
@@ -428,59 +466,226 @@ impl MultipartUpload {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .customize()
+            .interceptor(attempts.clone())
             .send()
             .await;
-        match result {
-            Ok(_) => {
-                unregister(&self.upload_id);
-                Ok(())
-            }
+        let expected_etag = multipart_etag(&chunks);
+        let outcome = match result {
+            Ok(_) => Ok(()),
             Err(e) if unparsable_complete_ok(&e) => {
                 // moto answers 200 with a `CompleteMultipartUploadResponse` root, which the SDK
                 // refuses. Accept it only when the object now exists with the expected size;
                 // a 200 carrying `<Error>` never gets here.
-                let head = self
-                    .s3
-                    .client
-                    .head_object()
-                    .bucket(&self.uri.bucket)
-                    .key(&self.uri.key)
-                    .send()
-                    .await
-                    .map_err(|h| {
-                        s3_error(
-                            "HeadObject (after Complete)",
-                            &self.uri,
-                            Some(&self.upload_id),
-                            h,
-                        )
-                    })?;
-                let len = head.content_length().and_then(|l| u64::try_from(l).ok());
-                if len == Some(expected_len) {
-                    tracing::debug!(key = %self.uri, "Complete reply not parsable; object verified by HeadObject.");
-                    unregister(&self.upload_id);
-                    Ok(())
-                } else {
-                    Err(s3_error(
+                match self.head_len_etag().await {
+                    Ok((len, _)) if len == Some(expected_len) => {
+                        tracing::debug!(key = %self.uri, "Complete reply not parsable; object verified by HeadObject.");
+                        Ok(())
+                    }
+                    Ok(_) => Err(s3_error(
                         "CompleteMultipartUpload",
                         &self.uri,
                         Some(&self.upload_id),
                         e,
-                    ))
+                    )),
+                    Err(h) => Err(h),
                 }
             }
-            Err(e) => Err(s3_error(
-                "CompleteMultipartUpload",
-                &self.uri,
-                Some(&self.upload_id),
-                e,
-            )),
+            Err(e) => {
+                let err = attempts.note(s3_error(
+                    "CompleteMultipartUpload",
+                    &self.uri,
+                    Some(&self.upload_id),
+                    e,
+                ));
+                // A retried Complete whose first attempt did complete (its answer was lost,
+                // or was a 200 `<Error>` after the fact) finds the upload gone. The object is
+                // ours exactly when its ETag is the multipart ETag of our parts.
+                if err.code.as_deref() == Some("NoSuchUpload") {
+                    match (self.head_len_etag().await, &expected_etag) {
+                        (Ok((len, Some(etag))), Some(want))
+                            if len == Some(expected_len) && etag.trim_matches('"') == want =>
+                        {
+                            tracing::warn!(key = %self.uri, upload_id = %self.upload_id, "Complete answered NoSuchUpload on a retry; the object is there with this upload's ETag, so an earlier attempt completed it.");
+                            Ok(())
+                        }
+                        _ => Err(err),
+                    }
+                } else {
+                    Err(err)
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                unregister(&self.upload_id);
+                Ok(())
+            }
+            Err(mut err) => {
+                // Nothing completes this upload any more: abort it so that its parts are not
+                // kept (and billed) until the next run's clean-up.
+                let id = self.upload_id.clone();
+                let uri = self.uri.clone();
+                match self.s3.abort(&uri, &id).await {
+                    Ok(()) => {
+                        let m = err.message.take().unwrap_or_default();
+                        err.message = Some(
+                            format!("{m} (the upload was aborted)")
+                                .trim_start()
+                                .to_owned(),
+                        );
+                    }
+                    Err(a) if a.code.as_deref() == Some("NoSuchUpload") => {}
+                    Err(a) => {
+                        tracing::error!(key = %uri, upload_id = %id, error = %a, "Abort failed after a failed Complete; the next run at this prefix cleans it up.");
+                        let m = err.message.take().unwrap_or_default();
+                        err.message = Some(
+                            format!(
+                                "{m} (abort failed too; the next run at this prefix cleans it up)"
+                            )
+                            .trim_start()
+                            .to_owned(),
+                        );
+                    }
+                }
+                Err(err)
+            }
         }
+    }
+
+    /// The object's size and ETag, by HeadObject.
+    async fn head_len_etag(&self) -> Result<(Option<u64>, Option<String>), S3Error> {
+        let head = self
+            .s3
+            .client
+            .head_object()
+            .bucket(&self.uri.bucket)
+            .key(&self.uri.key)
+            .set_expected_bucket_owner(self.s3.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|h| {
+                s3_error(
+                    "HeadObject (after Complete)",
+                    &self.uri,
+                    Some(&self.upload_id),
+                    h,
+                )
+            })?;
+        Ok((
+            head.content_length().and_then(|l| u64::try_from(l).ok()),
+            head.e_tag().map(str::to_owned),
+        ))
     }
 
     /// Aborts the upload, so that no part of it stays stored.
     pub async fn abort(self) -> Result<(), S3Error> {
         self.s3.abort(&self.uri, &self.upload_id).await
+    }
+}
+
+/// `<md5 of the concatenated part MD5s>-<parts>`: S3's ETag of a multipart object, when
+/// every part ETag is an MD5 (not under SSE-KMS).
+fn multipart_etag(chunks: &[UploadedChunk]) -> Option<String> {
+    use md5::Digest as _;
+    let mut all = Vec::with_capacity(chunks.len() * 16);
+    for c in chunks {
+        let tag = c.etag.trim_matches('"');
+        if !is_md5_hex(tag) {
+            return None;
+        }
+        all.extend(hex::decode(tag).ok()?);
+    }
+    Some(format!(
+        "{}-{}",
+        hex::encode(md5::Md5::digest(&all)),
+        chunks.len()
+    ))
+}
+
+fn is_md5_hex(tag: &str) -> bool {
+    tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether this process opened the upload and has not completed or aborted it.
+pub fn opened_here(upload_id: &str) -> bool {
+    OPEN_UPLOADS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|r| r.upload_id == upload_id)
+}
+
+/// An endpoint whose name does not resolve fails at once: the SDK would retry it like any
+/// connection error, for seconds, although the name will not appear meanwhile. (A temporary
+/// resolver failure, `EAI_AGAIN`, is still retried.)
+#[derive(Debug)]
+struct NoRetryOnUnknownHost;
+
+impl aws_sdk_s3::config::retry::ClassifyRetry for NoRetryOnUnknownHost {
+    fn classify_retry(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::InterceptorContext,
+    ) -> aws_sdk_s3::config::retry::RetryAction {
+        use aws_sdk_s3::config::retry::RetryAction;
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let Some(conn) = err.as_connector_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(conn);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if [
+                "Name or service not known",
+                "nodename nor servname provided",
+                "No address associated with hostname",
+            ]
+            .iter()
+            .any(|m| text.contains(m))
+            {
+                return RetryAction::RetryForbidden;
+            }
+            cause = c.source();
+        }
+        RetryAction::NoActionIndicated
+    }
+
+    fn name(&self) -> &'static str {
+        "ductwork-no-retry-on-unknown-host"
+    }
+}
+
+/// Counts the SDK's attempts at one request, for the error message.
+#[derive(Clone, Debug, Default)]
+struct AttemptCounter(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl AttemptCounter {
+    /// Adds "after N attempts" to an error of a request that was retried.
+    fn note(&self, mut err: S3Error) -> S3Error {
+        let n = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        if n > 1 {
+            let m = err.message.take().unwrap_or_default();
+            err.message = Some(format!("{m} (after {n} attempts)").trim_start().to_owned());
+        }
+        err
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for AttemptCounter {
+    fn name(&self) -> &'static str {
+        "ductwork-attempt-counter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -539,6 +744,22 @@ fn unparsable_complete_ok<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpRes
         })
 }
 
+/// The error and its sources, by Display only (the SDK's `DisplayErrorContext` appends a
+/// Debug dump), each fact once: `dispatch failure: io error: …: dns error: failed to lookup
+/// address information: Name or service not known`.
+fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(err);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
 /// Converts an SDK error into an [`S3Error`] with the operation, key and upload id.
 pub fn s3_error<E>(
     op: &str,
@@ -580,7 +801,7 @@ where
             } else {
                 "could not send the request".to_owned()
             };
-            let detail = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+            let detail = display_chain(&err);
             (None, Some(format!("{msg}: {detail}")), true)
         }
         SdkError::ResponseError(_) => (
@@ -607,5 +828,41 @@ where
         code,
         message,
         retriable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(number: i32, etag: &str) -> UploadedChunk {
+        UploadedChunk {
+            number,
+            etag: etag.to_owned(),
+        }
+    }
+
+    #[test]
+    fn multipart_etag_is_the_md5_of_the_part_md5s() {
+        let chunks = [
+            chunk(1, "\"0cc175b9c0f1b6a831c399e269772661\""),
+            chunk(2, "92eb5ffee6ae2fec3ad71c777531578f"),
+        ];
+        assert_eq!(
+            multipart_etag(&chunks).as_deref(),
+            Some("96e024ba2074fe77e8e965ba43a704be-2")
+        );
+        // A part ETag that is not an MD5 (SSE-KMS): no expectation.
+        assert_eq!(multipart_etag(&[chunk(1, "\"abc\"")]), None);
+        assert!(is_md5_hex("0cc175b9c0f1b6a831c399e269772661"));
+        assert!(!is_md5_hex("0cc175b9c0f1b6a831c399e26977266g"));
+    }
+
+    #[test]
+    fn display_chain_keeps_each_fact_once_and_no_debug_dump() {
+        let inner = std::io::Error::other("Name or service not known");
+        let outer = anyhow::Error::new(inner).context("dns error");
+        let text = display_chain(outer.as_ref());
+        assert_eq!(text, "dns error: Name or service not known");
     }
 }

@@ -5,12 +5,14 @@
 //! a hidden temporary file and renamed at the end. `manifest.json` is written last.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 
 use crate::config::{S3Config, S3Uri};
+use crate::error::S3Error;
 use crate::s3::{MultipartUpload, S3};
 
 /// Where parts go.
@@ -73,8 +75,14 @@ impl Dest {
         }
     }
 
-    /// Starts writing a part; it stays invisible until [`OpenPart::commit`].
-    pub fn begin_part(&self, name: &str, rt: &tokio::runtime::Handle) -> anyhow::Result<OpenPart> {
+    /// Starts writing a part; it stays invisible until [`OpenPart::commit`]. Every part of
+    /// one extract shares `uploads`.
+    pub fn begin_part(
+        &self,
+        name: &str,
+        rt: &tokio::runtime::Handle,
+        uploads: &Arc<Uploads>,
+    ) -> anyhow::Result<OpenPart> {
         match self {
             Self::S3 { s3, prefix } => {
                 let uri = prefix.join(name);
@@ -82,6 +90,7 @@ impl Dest {
                 Ok(OpenPart::S3 {
                     upload: Arc::new(upload),
                     chunks: Vec::new(),
+                    uploads: Arc::clone(uploads),
                 })
             }
             Self::Local { dir } => {
@@ -112,8 +121,9 @@ impl Dest {
     }
 
     /// Deletes `part-NNNNN.tsv.gz` objects under the prefix that `keep` does not list, and
-    /// aborts uploads under it that were opened before `started` (left by earlier attempts).
-    /// Returns the names deleted.
+    /// aborts the open uploads under it that this process did not open (left by earlier
+    /// attempts: this run's own are all completed by now, and the lease keeps other runs
+    /// out). `started` is only logged. Returns the names deleted.
     pub async fn remove_stale(
         &self,
         keep: &[String],
@@ -135,10 +145,12 @@ impl Dest {
                     s3.delete(&prefix.bucket, &stale).await?;
                 }
                 removed.extend(stale);
-                let cutoff = aws_smithy_types::DateTime::from(started);
+                // Not by initiation time: an upload of an attempt that failed within the same
+                // second (S3 lists whole seconds, or milliseconds) would be kept, and clocks
+                // of the worker and S3 differ.
                 for (key, id, initiated) in s3.open_uploads(prefix).await? {
-                    let older = initiated.is_some_and(|t| t.secs() < cutoff.secs());
-                    if older {
+                    if !crate::s3::opened_here(&id) {
+                        tracing::debug!(key = %key, upload_id = %id, initiated = ?initiated, started = ?started, "Aborting an upload left by an earlier attempt.");
                         let uri = S3Uri {
                             bucket: prefix.bucket.clone(),
                             key,
@@ -196,6 +208,8 @@ pub enum OpenPart {
         /// One task per chunk, each returning the chunk's ETag.
         chunks:
             Vec<tokio::task::JoinHandle<Result<crate::s3::UploadedChunk, crate::error::S3Error>>>,
+        /// Shared by every part of the extract.
+        uploads: Arc<Uploads>,
     },
     /// A local temporary file.
     Local {
@@ -221,7 +235,11 @@ impl OpenPart {
     /// `len` is its compressed size.
     pub async fn commit(self, len: u64) -> anyhow::Result<()> {
         match self {
-            Self::S3 { upload, chunks } => {
+            Self::S3 {
+                upload,
+                chunks,
+                uploads,
+            } => {
                 let mut done = Vec::with_capacity(chunks.len());
                 let mut first_err = None;
                 for c in chunks {
@@ -239,15 +257,54 @@ impl OpenPart {
                 }
                 let upload = Arc::try_unwrap(upload)
                     .map_err(|_| anyhow::anyhow!("internal: upload still shared at commit"))?;
+                let uri = upload.uri.clone();
                 if let Some(e) = first_err {
-                    let uri = upload.uri.to_string();
-                    if let Err(abort) = upload.abort().await {
-                        tracing::error!(error = %abort, "Abort failed after a chunk failure.");
-                    }
+                    abort_logged(upload).await;
                     return Err(e.context(format!("uploading {uri}")));
                 }
-                upload.complete(done, len).await?;
-                Ok(())
+                // No part is completed while a chunk of another part may still fail: wait
+                // until every chunk of the extract has settled, and complete nothing if any
+                // failed (else completed parts would sit there without a manifest).
+                uploads.settle().await;
+                if let Some(e) = uploads.chunk_failure() {
+                    abort_logged(upload).await;
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "not completing {uri}: a chunk of another part failed"
+                    )));
+                }
+                if let Some(e) = uploads.commit_failure() {
+                    abort_logged(upload).await;
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "not completing {uri}: another part could not be completed"
+                    )));
+                }
+                let s3 = upload.store().clone();
+                match upload.complete(done, len).await {
+                    Ok(()) => {
+                        match uploads.completed(&s3, &uri) {
+                            None => Ok(()),
+                            Some(failure) => {
+                                // Another part failed to complete meanwhile: no manifest will
+                                // list this one, so it goes again.
+                                if let Err(e) = s3.delete_one(&uri).await {
+                                    tracing::error!(key = %uri, error = %e, "Deleting a completed part after another part failed; the next run at this prefix removes it.");
+                                }
+                                Err(anyhow::Error::new(failure).context(format!(
+                                    "{uri} was deleted again: another part could not be completed"
+                                )))
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Parts completed so far will never be in a manifest: delete them.
+                        for (s3, done_uri) in uploads.fail_commit(&e) {
+                            if let Err(d) = s3.delete_one(&done_uri).await {
+                                tracing::error!(key = %done_uri, error = %d, "Deleting a completed part after another part failed; the next run at this prefix removes it.");
+                            }
+                        }
+                        Err(e.into())
+                    }
+                }
             }
             Self::Local {
                 file,
@@ -273,7 +330,7 @@ impl OpenPart {
     /// Discards the part: aborts the upload or removes the temporary file.
     pub async fn abort(self) -> anyhow::Result<()> {
         match self {
-            Self::S3 { upload, chunks } => {
+            Self::S3 { upload, chunks, .. } => {
                 for c in chunks {
                     // Let in-flight chunks end first, so that none lands after the abort.
                     let _ = c.await;
@@ -298,6 +355,112 @@ impl OpenPart {
     }
 }
 
+/// Aborts an upload, logging a failure (the next run at the prefix cleans up).
+async fn abort_logged(upload: MultipartUpload) {
+    let (uri, id) = (upload.uri.to_string(), upload.upload_id.clone());
+    if let Err(e) = upload.abort().await {
+        tracing::error!(key = %uri, upload_id = %id, error = %e, "Abort failed; the next run at this prefix cleans it up.");
+    }
+}
+
+/// The S3 uploads of one extract, shared by all its parts: how many chunk uploads are still
+/// running, the first chunk that failed, whether a Complete failed, and the parts completed
+/// so far. With it no part is completed once any chunk failed, and parts completed before
+/// another part's Complete failed are deleted again, so a failed extract leaves neither
+/// open uploads nor objects outside a manifest (short of S3 itself being unreachable).
+#[derive(Debug, Default)]
+pub struct Uploads {
+    running: AtomicUsize,
+    settled: tokio::sync::Notify,
+    state: Mutex<UploadsState>,
+}
+
+#[derive(Debug, Default)]
+struct UploadsState {
+    chunk_failure: Option<S3Error>,
+    commit_failure: Option<S3Error>,
+    completed: Vec<(S3, S3Uri)>,
+}
+
+/// One running chunk upload; dropping it (also when the task is cancelled) counts it done.
+#[derive(Debug)]
+pub struct ChunkRunning(Arc<Uploads>);
+
+impl ChunkRunning {
+    /// The chunk ended; records its error, if any.
+    pub fn done(self, err: Option<&S3Error>) {
+        if let Some(e) = err {
+            self.0
+                .state()
+                .chunk_failure
+                .get_or_insert_with(|| e.clone());
+        }
+    }
+}
+
+impl Drop for ChunkRunning {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+impl Uploads {
+    fn state(&self) -> std::sync::MutexGuard<'_, UploadsState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a chunk upload as running until the returned guard is done or dropped.
+    pub fn chunk_started(self: &Arc<Self>) -> ChunkRunning {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        ChunkRunning(Arc::clone(self))
+    }
+
+    /// The first chunk upload that failed (after the SDK's retries).
+    pub fn chunk_failure(&self) -> Option<S3Error> {
+        self.state().chunk_failure.clone()
+    }
+
+    /// The first Complete that failed.
+    pub fn commit_failure(&self) -> Option<S3Error> {
+        self.state().commit_failure.clone()
+    }
+
+    /// Waits until no chunk upload is running.
+    pub async fn settle(&self) {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Records a completed part; when a Complete already failed, returns that failure
+    /// instead (the caller deletes its part again).
+    fn completed(&self, s3: &S3, uri: &S3Uri) -> Option<S3Error> {
+        let mut st = self.state();
+        if let Some(e) = &st.commit_failure {
+            return Some(e.clone());
+        }
+        st.completed.push((s3.clone(), uri.clone()));
+        None
+    }
+
+    /// Records a failed Complete; returns the parts completed so far, to delete.
+    fn fail_commit(&self, err: &S3Error) -> Vec<(S3, S3Uri)> {
+        let mut st = self.state();
+        st.commit_failure.get_or_insert_with(|| err.clone());
+        std::mem::take(&mut st.completed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +473,47 @@ mod tests {
         assert!(!is_part_name("part-1.tsv.gz"));
         assert!(!is_part_name("manifest.json"));
         assert!(!is_part_name("sub/part-00001.tsv.gz"));
+    }
+
+    fn s3_error(key: &str) -> S3Error {
+        S3Error {
+            op: "UploadPart 1 of".into(),
+            key: key.into(),
+            upload_id: Some("U".into()),
+            code: Some("SlowDown".into()),
+            message: None,
+            retriable: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_settle_after_every_chunk_and_keep_the_first_failure() {
+        let u = Arc::new(Uploads::default());
+        u.settle().await; // nothing running
+        let a = u.chunk_started();
+        let b = u.chunk_started();
+        let c = u.chunk_started();
+        let waiter = tokio::spawn({
+            let u = Arc::clone(&u);
+            async move {
+                u.settle().await;
+                u.chunk_failure()
+            }
+        });
+        a.done(None);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "settled with chunks still running");
+        b.done(Some(&s3_error("s3://b/first")));
+        // A cancelled chunk task (its guard dropped) counts as ended too.
+        drop(c);
+        let failure = waiter.await.expect("join");
+        assert_eq!(failure.map(|e| e.key).as_deref(), Some("s3://b/first"));
+        let d = u.chunk_started();
+        d.done(Some(&s3_error("s3://b/second")));
+        assert_eq!(
+            u.chunk_failure().map(|e| e.key).as_deref(),
+            Some("s3://b/first")
+        );
+        assert!(u.commit_failure().is_none());
     }
 }

@@ -12,6 +12,9 @@
 
 #![allow(dead_code)]
 
+pub mod faultproxy;
+pub mod faults;
+pub mod httpfault;
 pub mod s3emu;
 
 use std::io::Read as _;
