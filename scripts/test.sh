@@ -17,4 +17,23 @@ echo "== cargo test" >&2
 log=$(mktemp -t ductwork-test-XXXXXX.log)
 cargo test --all-targets --all-features -- --nocapture 2>&1 | tee "$log"
 echo "== suite figures" >&2
-grep -E '^(tsv-property|fidelity|upsert-boundaries|upsert-merge-boundaries|reload-boundaries|hostile-identifiers):' "$log" || true
+grep -E '^(tsv-property|fidelity|upsert-boundaries|upsert-merge-boundaries|reload-boundaries|hostile-identifiers|memory):' "$log" || true
+# One line for the fault suite (RELIABILITY §6), summed over every `fault-case:` line; a kind
+# is an F-number (F02 and its variant F02b count once). Fails below 150 injections or 30 kinds,
+# or on any loss.
+awk '
+/^fault-case: / {
+    delete v
+    for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    k = v["kind"]; sub(/[a-z]+$/, "", k); kinds[k] = 1
+    inj += v["injected"]; lost += v["lost"]; dup += v["dup"]; part += v["partial_objects"]
+    half += v["partial_txns"]; mpu += v["open_mpus"]; leak += v["canary_hits"]; cases++
+}
+END {
+    n = 0; for (k in kinds) n++
+    printf "faults: %d injected, %d kinds, %d lost, %d duplicated, %d partial, %d half-applied, %d open uploads, %d secret leaks (%d cases)\n", inj, n, lost, dup, part, half, mpu, leak, cases
+    if (inj < 150 || n < 30 || lost + dup + part + half + mpu + leak > 0) {
+        print "faults: below the bar (>= 150 injections, >= 30 kinds, all zero)" > "/dev/stderr"
+        exit 1
+    }
+}' "$log"

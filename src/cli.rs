@@ -262,9 +262,13 @@ pub struct LoadArgs {
     /// Redshift: `REGION` of the bucket, when it differs from the cluster's.
     #[arg(long)]
     pub region: Option<String>,
+    /// Run ledger: a row (run id, load, table <- manifest) commits with the load, so a retry
+    /// of a committed load (an `--append` one above all) reports "already applied".
+    #[command(flatten)]
+    pub ledger: LedgerOpts,
 }
 
-/// The run-ledger flags of `upsert`, `reload` and `sql`.
+/// The run-ledger flags of `load`, `upsert`, `reload` and `sql`.
 #[derive(Debug, Clone, Args)]
 pub struct LedgerOpts {
     /// Run ledger table (default: ductwork.ledger), created if missing. A row (run id, step,

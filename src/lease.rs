@@ -86,13 +86,17 @@ impl Holder {
 }
 
 /// A held lease; release it with [`Lease::release`]. Dropping it stops the renewal only.
+/// Until released it is also in the process-wide registry, which the signal handler
+/// releases ([`release_held`]).
 pub struct Lease {
+    id: u64,
     place: Place,
     etag: Arc<tokio::sync::Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
     renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
+#[derive(Clone)]
 enum Place {
     S3 { s3: S3, uri: S3Uri },
     File { path: std::path::PathBuf },
@@ -295,7 +299,10 @@ impl Lease {
             }
             Place::File { .. } => None,
         };
+        let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
+        registry().push((id, place.clone(), Arc::clone(&etag)));
         Lease {
+            id,
             place,
             etag,
             lost,
@@ -327,20 +334,45 @@ impl Lease {
         if let Some(h) = self.renewer.take() {
             h.abort();
         }
-        match &self.place {
-            Place::S3 { s3, uri } => {
-                let tag = self.etag.lock().await.clone();
-                let mut req = s3.client.delete_object().bucket(&uri.bucket).key(&uri.key);
-                if let Some(t) = tag {
-                    req = req.if_match(t);
-                }
-                if let Err(e) = req.send().await {
-                    tracing::warn!(lease = %uri, error = %s3_error("DeleteObject (lease)", uri, None, e), "Could not release the lease.");
-                }
+        registry().retain(|(id, _, _)| *id != self.id);
+        delete(&self.place, &self.etag).await;
+    }
+}
+
+type Held = (u64, Place, Arc<tokio::sync::Mutex<Option<String>>>);
+
+static HELD: std::sync::Mutex<Vec<Held>> = std::sync::Mutex::new(Vec::new());
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn registry() -> std::sync::MutexGuard<'static, Vec<Held>> {
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Deletes every lease this process holds and has not released (after a signal, when the
+/// step that held it was cancelled); call after the open uploads were aborted.
+pub async fn release_held() {
+    let held = std::mem::take(&mut *registry());
+    for (_, place, etag) in &held {
+        delete(place, etag).await;
+    }
+}
+
+/// Deletes the lease object, only if it is still ours (`If-Match` on our last ETag).
+async fn delete(place: &Place, etag: &tokio::sync::Mutex<Option<String>>) {
+    match place {
+        Place::S3 { s3, uri } => {
+            let tag = etag.lock().await.clone();
+            let mut req = s3.client.delete_object().bucket(&uri.bucket).key(&uri.key);
+            if let Some(t) = tag {
+                req = req.if_match(t);
             }
-            Place::File { path } => {
-                let _ = std::fs::remove_file(path);
+            if let Err(e) = req.send().await {
+                tracing::warn!(lease = %uri, error = %s3_error("DeleteObject (lease)", uri, None, e), "Could not release the lease.");
             }
+        }
+        Place::File { path } => {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -97,6 +97,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<Outcome> {
         sig = wait_for_signal() => {
             tracing::warn!(signal = sig, "Interrupted; aborting open uploads.");
             s3::abort_registered_uploads().await;
+            lease::release_held().await;
             Err(error::Interrupted(sig).into())
         }
     }

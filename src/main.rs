@@ -21,6 +21,10 @@ fn pin_mmap_threshold() {}
 
 fn main() -> ExitCode {
     pin_mmap_threshold();
+    // Before anything is printed: a password in a URL argument is masked everywhere.
+    ductwork::secret::register_url_passwords(
+        std::env::args_os().map(|a| a.to_string_lossy().into_owned()),
+    );
     let cli = ductwork::cli::Cli::parse();
     ductwork::logging::init(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

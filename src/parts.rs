@@ -30,6 +30,8 @@ pub struct Block {
     pub data: Vec<u8>,
     /// How many records `data` holds.
     pub rows: u64,
+    /// Its share of the block byte budget, given back when the block is dropped.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Settings for the workers.

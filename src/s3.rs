@@ -89,6 +89,19 @@ impl S3 {
 
     /// Starts a multipart upload; the returned value must be completed or aborted.
     pub async fn create_upload(&self, uri: &S3Uri) -> Result<MultipartUpload, S3Error> {
+        // Counted before the check, so the signal handler's drain sees every create that
+        // got past it (see `abort_registered_uploads`).
+        let _creating = Creating::start();
+        if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(S3Error {
+                op: "CreateMultipartUpload".into(),
+                key: uri.to_string(),
+                upload_id: None,
+                code: None,
+                message: Some("interrupted: no new upload is started".into()),
+                retriable: false,
+            });
+        }
         let mut req = self
             .client
             .create_multipart_upload()
@@ -715,20 +728,61 @@ fn unregister(upload_id: &str) {
     open.retain(|r| r.upload_id != upload_id);
 }
 
+/// Set by the signal handler: no new multipart upload starts after it.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// CreateMultipartUpload requests in flight.
+static CREATING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One CreateMultipartUpload in flight, until its upload is registered (or it failed).
+struct Creating;
+
+impl Creating {
+    fn start() -> Self {
+        CREATING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Creating
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        CREATING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Aborts every upload this process opened and has not completed or aborted (used after a
-/// signal, when the step's own clean-up was cancelled). Errors are logged.
+/// signal, when the step's own clean-up was cancelled). Errors are logged. New uploads are
+/// refused from here on, and the ones whose CreateMultipartUpload was already in flight
+/// (the compression threads keep running) are waited for, up to 10 s, and aborted too.
 pub async fn abort_registered_uploads() {
-    let open: Vec<Registered> = std::mem::take(
-        &mut *OPEN_UPLOADS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    let aborts = open.iter().map(|r| async move {
-        if let Err(e) = r.s3.abort(&r.uri, &r.upload_id).await {
-            tracing::error!(key = %r.uri, upload_id = %r.upload_id, error = %e, "Abort failed; the next run at this prefix cleans it up.");
+    use std::sync::atomic::Ordering::SeqCst;
+    INTERRUPTED.store(true, SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // Read before taking: a create counted here registers before it stops counting.
+        let creating = CREATING.load(SeqCst);
+        let open: Vec<Registered> = std::mem::take(
+            &mut *OPEN_UPLOADS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let aborts = open.iter().map(|r| async move {
+            if let Err(e) = r.s3.abort(&r.uri, &r.upload_id).await {
+                tracing::error!(key = %r.uri, upload_id = %r.upload_id, error = %e, "Abort failed; the next run at this prefix cleans it up.");
+            }
+        });
+        futures::future::join_all(aborts).await;
+        if creating == 0 {
+            break;
         }
-    });
-    futures::future::join_all(aborts).await;
+        if std::time::Instant::now() > deadline {
+            tracing::error!(
+                in_flight = creating,
+                "Uploads still being created after 10 s; the next run at this prefix aborts them."
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A Complete that S3 answered 200 with a body the SDK could not parse, and no `<Error>`.

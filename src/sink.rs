@@ -120,6 +120,30 @@ impl Dest {
         }
     }
 
+    /// Deletes the named objects under the prefix (absent ones are not an error).
+    pub async fn remove_names(&self, names: &[String]) -> anyhow::Result<()> {
+        match self {
+            Self::S3 { s3, prefix } => {
+                let keys: Vec<String> = names.iter().map(|n| prefix.join(n).key).collect();
+                if !keys.is_empty() {
+                    s3.delete(&prefix.bucket, &keys).await?;
+                }
+            }
+            Self::Local { dir } => {
+                for n in names {
+                    let path = dir.join(n);
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(e).with_context(|| format!("removing {}", path.display()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes `part-NNNNN.tsv.gz` objects under the prefix that `keep` does not list, and
     /// aborts the open uploads under it that this process did not open (left by earlier
     /// attempts: this run's own are all completed by now, and the lease keeps other runs
@@ -189,14 +213,22 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> anyhow::Result<()> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(body)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    let written = std::fs::File::create(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))
+        .and_then(|mut f| {
+            f.write_all(body)
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", tmp.display()))
+        })
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        });
+    if written.is_err() {
+        // Whole or absent: no temp file stays behind (a full disk, say).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A part being written. Must end in [`OpenPart::commit`] or [`OpenPart::abort`].
@@ -226,7 +258,7 @@ impl OpenPart {
     /// Where this part ends up, for messages.
     pub fn describe(&self) -> String {
         match self {
-            Self::S3 { upload, .. } => upload.uri.to_string(),
+            Self::S3 { upload, .. } => format!("{} (upload {})", upload.uri, upload.upload_id),
             Self::Local { final_path, .. } => final_path.display().to_string(),
         }
     }

@@ -77,23 +77,66 @@ impl SourceStats {
 /// Target size of a block handed to the compressors.
 pub const BLOCK_SIZE: usize = 1 << 20;
 
+/// The bytes of blocks sent and not yet compressed, shared by every writer of an extract:
+/// with rows of several MiB a block holds one row, and a bound in blocks alone would let
+/// megabytes pile up in the channel (RELIABILITY F29). Counted in KiB.
+#[derive(Clone, Debug)]
+pub struct BlockBudget {
+    kib: Arc<tokio::sync::Semaphore>,
+    cap_kib: u32,
+}
+
+impl BlockBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        let cap_kib = u32::try_from((bytes >> 10).max(1)).unwrap_or(u32::MAX);
+        Self {
+            kib: Arc::new(tokio::sync::Semaphore::new(cap_kib as usize)),
+            cap_kib,
+        }
+    }
+
+    /// Waits until a block of `len` bytes fits (a block larger than the whole budget waits
+    /// until it is alone).
+    async fn reserve(&self, len: usize) -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(len.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.cap_kib);
+        Arc::clone(&self.kib)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| anyhow::anyhow!("the compression stage stopped"))
+    }
+}
+
 /// Accumulates whole records into blocks and sends them to the compression workers.
 pub struct BlockWriter {
     tx: async_channel::Sender<Block>,
     block: Block,
     progress: Arc<Progress>,
+    budget: BlockBudget,
+}
+
+fn empty_block() -> Block {
+    Block {
+        data: Vec::with_capacity(BLOCK_SIZE + (64 << 10)),
+        rows: 0,
+        permit: None,
+    }
 }
 
 impl BlockWriter {
-    /// A writer sending to `tx`.
-    pub fn new(tx: async_channel::Sender<Block>, progress: Arc<Progress>) -> Self {
+    /// A writer sending to `tx`, within `budget`.
+    pub fn new(
+        tx: async_channel::Sender<Block>,
+        progress: Arc<Progress>,
+        budget: BlockBudget,
+    ) -> Self {
         Self {
             tx,
-            block: Block {
-                data: Vec::with_capacity(BLOCK_SIZE + (64 << 10)),
-                rows: 0,
-            },
+            block: empty_block(),
             progress,
+            budget,
         }
     }
 
@@ -117,13 +160,12 @@ impl BlockWriter {
         if self.block.rows == 0 {
             return Ok(());
         }
-        let full = std::mem::replace(
-            &mut self.block,
-            Block {
-                data: Vec::with_capacity(BLOCK_SIZE + (64 << 10)),
-                rows: 0,
-            },
-        );
+        let mut full = std::mem::replace(&mut self.block, empty_block());
+        // A block of one wide row grew by doubling: give the slack back before it waits.
+        if full.data.capacity() > full.data.len() + full.data.len() / 4 {
+            full.data.shrink_to_fit();
+        }
+        full.permit = Some(self.budget.reserve(full.data.len()).await?);
         self.progress.rows.fetch_add(full.rows, Ordering::Relaxed);
         self.progress
             .raw_bytes

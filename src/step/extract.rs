@@ -491,6 +491,8 @@ async fn write(
     // Two blocks per worker in the channel: enough to keep both cores busy, small enough
     // that a slow upload stops the source read within a few MiB.
     let (tx, rx) = async_channel::bounded::<Block>(threads * 2);
+    // And at most three blocks' worth of bytes per worker, however wide the rows.
+    let budget = source::BlockBudget::new(threads * 3 * source::BLOCK_SIZE);
     let handles = workers.spawn(&rx)?;
 
     let mut tasks = Vec::new();
@@ -504,7 +506,7 @@ async fn write(
             read_timeout: args.read_timeout,
             snapshot: prepared.snapshot.clone(),
         };
-        let mut writer = BlockWriter::new(tx.clone(), Arc::clone(&progress));
+        let mut writer = BlockWriter::new(tx.clone(), Arc::clone(&progress), budget.clone());
         let rx_close = rx.clone();
         tasks.push(tokio::spawn(async move {
             let r = source::extract(&spec, &query, &opts, &mut writer)
@@ -583,16 +585,15 @@ async fn write(
         (None, None) => None,
     };
     if let Some(err) = failure {
-        abort_all(parts).await;
-        return Err(err);
+        return Err(abort_and_fail(parts, err).await);
     }
     let rows_written: u64 = parts.iter().map(|p| p.rows).sum();
     if rows_written != stats.rows {
-        abort_all(parts).await;
-        bail!(
+        let err = anyhow::anyhow!(
             "rows written ({rows_written}) differ from rows read ({}); nothing was committed",
             stats.rows
         );
+        return Err(abort_and_fail(parts, err).await);
     }
     let multiple = args.parts_multiple.unwrap_or(1).max(1);
     let wanted = parts.len().max(1).div_ceil(multiple) * multiple;
@@ -615,8 +616,7 @@ async fn write(
             }
         }
         if let Some(e) = failed {
-            abort_all(parts).await;
-            return Err(e.context("writing an empty part"));
+            return Err(abort_and_fail(parts, e.context("writing an empty part")).await);
         }
     }
     parts.sort_by_key(|p| p.index);
@@ -638,10 +638,9 @@ async fn write(
     }
     let names: Vec<String> = pending.iter().map(|(n, _)| n.clone()).collect();
     if let Err(e) = lease.check() {
-        abort_all(pending.into_iter().map(|(_, p)| p).collect()).await;
-        return Err(e);
+        return Err(abort_and_fail(pending.into_iter().map(|(_, p)| p).collect(), e).await);
     }
-    commit_all(pending).await?;
+    commit_all(dest, pending).await?;
 
     let columns = columns.unwrap_or_default();
     let mut column_meta: Vec<serde_json::Value> = columns
@@ -685,20 +684,26 @@ async fn write(
         "finished": rfc3339(finished_at),
     });
     let manifest = json!({ "entries": entries });
-    dest.put_small(
-        "ductwork.json",
-        Bytes::from(serde_json::to_vec_pretty(&metadata)?),
-        "application/json",
-    )
-    .await
-    .context("writing ductwork.json")?;
-    dest.put_small(
-        "manifest.json",
-        Bytes::from(serde_json::to_vec_pretty(&manifest)?),
-        "application/json",
-    )
-    .await
-    .context("writing manifest.json")?;
+    if let Err(e) = dest
+        .put_small(
+            "ductwork.json",
+            Bytes::from(serde_json::to_vec_pretty(&metadata)?),
+            "application/json",
+        )
+        .await
+    {
+        return Err(unwind_commit(dest, &names, false, e.context("writing ductwork.json")).await);
+    }
+    if let Err(e) = dest
+        .put_small(
+            "manifest.json",
+            Bytes::from(serde_json::to_vec_pretty(&manifest)?),
+            "application/json",
+        )
+        .await
+    {
+        return Err(unwind_commit(dest, &names, true, e.context("writing manifest.json")).await);
+    }
     let removed = match dest.remove_stale(&names, started_at).await {
         Ok(r) => r,
         Err(e) => {
@@ -738,19 +743,71 @@ async fn write(
     })
 }
 
-/// Aborts every part (errors logged: the next run at this prefix cleans up).
-async fn abort_all(parts: Vec<PartResult>) {
+/// After the parts were committed but the metadata or the manifest could not be written:
+/// removes what this attempt committed, so the prefix holds nothing loadable and no parts
+/// without a manifest. A manifest whose write failed may still have landed (an ambiguous S3
+/// answer): it is deleted first, and the parts only once that delete succeeded.
+async fn unwind_commit(
+    dest: &crate::sink::Dest,
+    parts: &[String],
+    manifest_attempted: bool,
+    err: anyhow::Error,
+) -> anyhow::Error {
+    if manifest_attempted {
+        if let Err(e) = dest.remove_names(&["manifest.json".to_owned()]).await {
+            return err.context(format!(
+                "and removing the possibly written manifest.json failed too ({e:#}): the committed parts stay; rerun this step"
+            ));
+        }
+    }
+    let mut names = parts.to_vec();
+    names.push("ductwork.json".to_owned());
+    match dest.remove_names(&names).await {
+        Ok(()) => err.context("no manifest was written; the committed parts were removed"),
+        Err(e) => err.context(format!(
+            "no manifest was written; removing the committed parts failed ({e:#}): the next run at this prefix removes them"
+        )),
+    }
+}
+
+/// Aborts every part (errors logged: the next run at this prefix cleans up). Returns the
+/// parts (key and upload id) whose abort failed.
+async fn abort_all(parts: Vec<PartResult>) -> Vec<String> {
     let aborts = parts.into_iter().map(|p| async move {
         let what = p.out.describe();
-        if let Err(e) = p.out.abort().await {
-            tracing::error!(part = %what, error = %format!("{e:#}"), "Abort failed; the next run at this prefix cleans it up.");
+        match p.out.abort().await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(part = %what, error = %format!("{e:#}"), "Abort failed; the next run at this prefix cleans it up.");
+                Some(what)
+            }
         }
     });
-    futures::future::join_all(aborts).await;
+    futures::future::join_all(aborts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Aborts every part and returns `err`, naming the uploads whose abort failed too.
+async fn abort_and_fail(parts: Vec<PartResult>, err: anyhow::Error) -> anyhow::Error {
+    let failed = abort_all(parts).await;
+    if failed.is_empty() {
+        err
+    } else {
+        err.context(format!(
+            "abort failed for {} (the next run at this prefix aborts them)",
+            failed.join(", ")
+        ))
+    }
 }
 
 /// Commits every part, 8 at a time; on a failure, aborts the rest and removes the committed.
-async fn commit_all(pending: Vec<(String, PartResult)>) -> anyhow::Result<()> {
+async fn commit_all(
+    dest: &crate::sink::Dest,
+    pending: Vec<(String, PartResult)>,
+) -> anyhow::Result<()> {
     use futures::StreamExt as _;
     let results: Vec<(String, anyhow::Result<()>)> = futures::stream::iter(pending)
         .map(|(name, p)| async move {
@@ -765,16 +822,25 @@ async fn commit_all(pending: Vec<(String, PartResult)>) -> anyhow::Result<()> {
         .collect()
         .await;
     let mut first_err = None;
-    for (_, r) in results {
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
+    let mut committed = Vec::new();
+    for (name, r) in results {
+        match r {
+            Ok(()) => committed.push(name),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
-    match first_err {
-        None => Ok(()),
-        Some(e) => Err(e.context(
-            "a part could not be committed: no manifest was written, so nothing at this prefix is loadable; committed parts are removed by the next run",
+    let Some(e) = first_err else { return Ok(()) };
+    // No manifest will list the parts that did commit: remove them (S3 parts were deleted
+    // already by the commit tracker; deleting again is harmless).
+    match dest.remove_names(&committed).await {
+        Ok(()) => Err(e.context(
+            "a part could not be committed: no manifest was written and the parts committed so far were removed, so nothing at this prefix is loadable",
         )),
+        Err(d) => Err(e.context(format!(
+            "a part could not be committed: no manifest was written; removing the parts committed so far failed ({d:#}), the next run at this prefix removes them"
+        ))),
     }
 }
 

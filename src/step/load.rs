@@ -17,12 +17,16 @@ use crate::cli::LoadArgs;
 use crate::config::ConnSpec;
 use crate::ident::TableName;
 use crate::manifest::{self, Entry, Metadata};
+use crate::step::txn::{self, TxnOutcome};
 use crate::store::Store;
 use crate::tabledef::{self, SqlType, TableDef};
 use crate::warehouse::pgload::{self, LineMap, Target};
 use crate::warehouse::sql::{self, Dialect};
 use crate::warehouse::{self};
 use crate::{tsv, Ctx, Outcome};
+
+/// The step name in the ledger.
+const STEP: &str = "load";
 
 /// The table named in the error line: `--table`, else the table the definition creates (the
 /// file name only when the definition cannot be read, e.g. a missing file).
@@ -69,6 +73,8 @@ struct Plan {
     def: Option<TableDef>,
     entries: Vec<Entry>,
     meta: Option<Metadata>,
+    /// The run ledger (None with `--no-ledger`).
+    ledger: Option<TableName>,
 }
 
 /// Runs the load.
@@ -115,6 +121,7 @@ pub async fn run(ctx: &Ctx, args: LoadArgs) -> anyhow::Result<Outcome> {
             );
         }
     }
+    let ledger = txn::ledger_table(&args.ledger)?;
     let plan = Plan {
         spec,
         dialect,
@@ -122,6 +129,7 @@ pub async fn run(ctx: &Ctx, args: LoadArgs) -> anyhow::Result<Outcome> {
         def,
         entries,
         meta,
+        ledger,
     };
     tracing::info!(table = %plan.table.plain(), parts = plan.entries.len(), from = %args.from, "Load started.");
     let summary = match plan.dialect {
@@ -258,7 +266,10 @@ async fn load_postgres(
             None => vec!["<columns from the catalog>".into()],
         };
         // PostgreSQL's TRUNCATE is transactional, so the Redshift guard does not apply here.
-        let mut stmts = vec!["BEGIN".to_owned()];
+        let (ddl, first, last) = txn::ledger_dry_run(plan.ledger.as_ref());
+        let mut stmts = ddl;
+        stmts.push("BEGIN".to_owned());
+        stmts.extend(first);
         stmts.extend(create_statements(plan, Dialect::Postgres));
         let truncate = !args.append && !args.keep_readers;
         if !args.append {
@@ -275,6 +286,7 @@ async fn load_postgres(
             plan.entries.len(),
             args.from
         ));
+        stmts.extend(last);
         stmts.push("COMMIT".to_owned());
         return Ok(json!({
             "step": "load", "dry_run": true, "table": plan.table.plain(),
@@ -290,9 +302,35 @@ async fn load_postgres(
     let copy_sql = sql::copy_from_stdin_sql(&plan.table, &names)?;
     let targets = Arc::new(targets(&cols));
     let expected = plan.meta.as_ref().map(|m| m.rows);
+    let work = PgLoad {
+        ctx,
+        args,
+        plan,
+        created,
+        copy_sql: &copy_sql,
+        targets: &targets,
+        store: &store,
+        expected,
+    };
 
     if args.parallel > 1 && created && plan.entries.len() > 1 {
-        return load_postgres_parallel(ctx, args, plan, store, &client, &copy_sql, targets).await;
+        let key = ledger_key(&client, ctx, args, plan).await?;
+        if let Some(k) = &key {
+            // The table does not exist, but a run that created, loaded and then lost it
+            // (dropped by a later step) is still applied.
+            if let Some(before) = txn::lookup(&client, k).await? {
+                let done = TxnOutcome::AlreadyApplied(before);
+                return Ok(finish(done, ctx, args, plan, key.as_ref()));
+            }
+        }
+        let summary = load_postgres_parallel(&work, &client, key.as_ref()).await?;
+        return Ok(finish(
+            TxnOutcome::Committed(summary),
+            ctx,
+            args,
+            plan,
+            key.as_ref(),
+        ));
     }
     if args.parallel > 1 {
         tracing::warn!(
@@ -300,75 +338,146 @@ async fn load_postgres(
             plan.table.plain()
         );
     }
-    client.batch_execute("BEGIN").await.context("BEGIN")?;
-    for stmt in create_statements(plan, Dialect::Postgres)
-        .iter()
-        .filter(|_| created)
-    {
-        client
-            .batch_execute(stmt)
-            .await
-            .with_context(|| format!("creating {}", plan.table.plain()))?;
-    }
-    let mut deleted = 0;
-    // FREEZE needs the table created or truncated in this transaction; it spares the
-    // backend the later hint-bit and vacuum work on every loaded row.
-    let mut freeze = created;
-    if !args.append && !created {
-        if args.keep_readers {
-            deleted = client
-                .execute(&sql::delete_all_sql(&plan.table), &[])
-                .await
-                .with_context(|| format!("emptying {}", plan.table.plain()))?;
-        } else {
-            deleted = client
-                .query_one(&sql::count_sql(&plan.table), &[])
-                .await
-                .with_context(|| format!("counting {}", plan.table.plain()))?
-                .get::<_, i64>(0)
-                .try_into()
-                .unwrap_or(0);
-            // PostgreSQL's TRUNCATE is transactional: a failed load rolls it back.
+    let key = ledger_key(&client, ctx, args, plan).await?;
+    let started_at = chrono::Utc::now();
+    let outcome =
+        txn::in_transaction(&client, key.as_ref(), started_at, || work.run(&client)).await?;
+    Ok(finish(outcome, ctx, args, plan, key.as_ref()))
+}
+
+/// One attempt of a single-session PostgreSQL load, inside the transaction.
+struct PgLoad<'a> {
+    ctx: &'a Ctx,
+    args: &'a LoadArgs,
+    plan: &'a Plan,
+    created: bool,
+    copy_sql: &'a str,
+    targets: &'a Arc<Vec<Target>>,
+    store: &'a Arc<Store>,
+    expected: Option<u64>,
+}
+
+impl PgLoad<'_> {
+    async fn run(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> anyhow::Result<txn::Done<serde_json::Value>> {
+        for stmt in create_statements(self.plan, Dialect::Postgres)
+            .iter()
+            .filter(|_| self.created)
+        {
             client
-                .batch_execute(&format!("TRUNCATE {}", plan.table))
+                .batch_execute(stmt)
                 .await
-                .with_context(|| format!("emptying {}", plan.table.plain()))?;
-            freeze = true;
+                .with_context(|| format!("creating {}", self.plan.table.plain()))?;
         }
+        let mut deleted = 0;
+        // FREEZE needs the table created or truncated in this transaction; it spares the
+        // backend the later hint-bit and vacuum work on every loaded row.
+        let mut freeze = self.created;
+        if !self.args.append && !self.created {
+            if self.args.keep_readers {
+                deleted = client
+                    .execute(&sql::delete_all_sql(&self.plan.table), &[])
+                    .await
+                    .with_context(|| format!("emptying {}", self.plan.table.plain()))?;
+            } else {
+                deleted = client
+                    .query_one(&sql::count_sql(&self.plan.table), &[])
+                    .await
+                    .with_context(|| format!("counting {}", self.plan.table.plain()))?
+                    .get::<_, i64>(0)
+                    .try_into()
+                    .unwrap_or(0);
+                // PostgreSQL's TRUNCATE is transactional: a failed load rolls it back.
+                client
+                    .batch_execute(&format!("TRUNCATE {}", self.plan.table))
+                    .await
+                    .with_context(|| format!("emptying {}", self.plan.table.plain()))?;
+                freeze = true;
+            }
+        }
+        let copy_sql = if freeze {
+            format!("{} WITH (FREEZE)", self.copy_sql)
+        } else {
+            self.copy_sql.to_owned()
+        };
+        let lines = Arc::new(Mutex::new(LineMap::default()));
+        let out = pgload::copy_parts(
+            client,
+            &copy_sql,
+            Arc::clone(self.store),
+            self.plan.entries.clone(),
+            Arc::clone(self.targets),
+            Arc::clone(&lines),
+        )
+        .await
+        .map_err(|e| locate(e, &lines))?;
+        check_rows(out.rows, self.expected)?;
+        Ok(txn::Done {
+            value: json!({
+                "step": "load", "run_id": self.ctx.run_id, "table": self.plan.table.plain(), "dialect": "postgres",
+                "rows": out.rows, "rows_deleted": deleted,
+                "emptied_with": if self.args.append || self.created { "none" } else if self.args.keep_readers { "delete" } else { "truncate" }, "created": self.created, "append": self.args.append,
+                "parts": self.plan.entries.len(), "bytes_read": out.bytes_read, "sessions": 1,
+                "from": self.args.from,
+            }),
+            rows: out.rows,
+        })
     }
-    let copy_sql = if freeze {
-        format!("{copy_sql} WITH (FREEZE)")
-    } else {
-        copy_sql
+}
+
+/// The rows COPY loaded must be the rows the extract wrote (the transaction rolls back).
+fn check_rows(rows: u64, expected: Option<u64>) -> anyhow::Result<()> {
+    match expected {
+        Some(n) if rows != n => {
+            bail!("COPY loaded {rows} rows but the extract holds {n}; rolled back")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The ledger key of a load: the table and the manifest it loads (one run may load two
+/// manifests into one table); None with `--no-ledger`. Creates the ledger if missing.
+async fn ledger_key(
+    client: &tokio_postgres::Client,
+    ctx: &Ctx,
+    args: &LoadArgs,
+    plan: &Plan,
+) -> anyhow::Result<Option<txn::LedgerKey>> {
+    let Some(mut key) =
+        txn::table_ledger_key(client, plan.ledger.clone(), &ctx.run_id, STEP, &plan.table).await?
+    else {
+        return Ok(None);
     };
-    let lines = Arc::new(Mutex::new(LineMap::default()));
-    let out = pgload::copy_parts(
-        &client,
-        &copy_sql,
-        Arc::clone(&store),
-        plan.entries.clone(),
-        targets,
-        Arc::clone(&lines),
-    )
-    .await
-    .map_err(|e| locate(e, &lines))?;
-    if let Some(n) = expected {
-        if out.rows != n {
-            let _ = client.batch_execute("ROLLBACK").await;
-            bail!(
-                "COPY loaded {} rows but the extract holds {n}; rolled back",
-                out.rows
+    key.target = txn::fit_target(format!("{} <- {}", key.target, args.from));
+    Ok(Some(key))
+}
+
+/// The summary of a load, or of one that an earlier attempt of this run id already applied.
+fn finish(
+    outcome: TxnOutcome<serde_json::Value>,
+    ctx: &Ctx,
+    args: &LoadArgs,
+    plan: &Plan,
+    key: Option<&txn::LedgerKey>,
+) -> serde_json::Value {
+    let mut summary = match outcome {
+        TxnOutcome::Committed(s) => s,
+        TxnOutcome::AlreadyApplied(before) => {
+            tracing::info!(
+                table = %plan.table.plain(),
+                run_id = %ctx.run_id,
+                "Already loaded by this run id; nothing changed."
             );
+            let mut s = key.map_or(json!({}), |k| before.summary(STEP, &ctx.run_id, &k.table));
+            s["table"] = json!(plan.table.plain());
+            s["from"] = json!(args.from);
+            s
         }
-    }
-    client.batch_execute("COMMIT").await.context("COMMIT")?;
-    Ok(json!({
-        "step": "load", "run_id": ctx.run_id, "table": plan.table.plain(), "dialect": "postgres",
-        "rows": out.rows, "rows_deleted": deleted,
-        "emptied_with": if args.append || created { "none" } else if args.keep_readers { "delete" } else { "truncate" }, "created": created, "append": args.append,
-        "parts": plan.entries.len(), "bytes_read": out.bytes_read, "sessions": 1,
-        "from": args.from,
-    }))
+    };
+    summary["ledger"] = json!(key.map(|k| k.table.plain()));
+    summary
 }
 
 /// Loads a table this load created over N sessions: every session COPYs its share in its own
@@ -376,14 +485,20 @@ async fn load_postgres(
 /// every session rolls back and the new table is dropped. (A crash between the commits can
 /// leave the new table partly loaded; it did not exist before, so production is untouched.)
 async fn load_postgres_parallel(
-    ctx: &Ctx,
-    args: &LoadArgs,
-    plan: &Plan,
-    store: Arc<Store>,
+    work: &PgLoad<'_>,
     admin: &tokio_postgres::Client,
-    copy_sql: &str,
-    targets: Arc<Vec<Target>>,
+    key: Option<&txn::LedgerKey>,
 ) -> anyhow::Result<serde_json::Value> {
+    let PgLoad {
+        ctx,
+        args,
+        plan,
+        copy_sql,
+        targets,
+        store,
+        ..
+    } = *work;
+    let started_at = chrono::Utc::now();
     for stmt in create_statements(plan, Dialect::Postgres) {
         admin
             .batch_execute(&stmt)
@@ -400,8 +515,8 @@ async fn load_postgres_parallel(
     for share in shares {
         let spec = plan.spec.clone();
         let app = app.clone();
-        let store = Arc::clone(&store);
-        let targets = Arc::clone(&targets);
+        let store = Arc::clone(store);
+        let targets = Arc::clone(targets);
         let copy_sql = copy_sql.to_owned();
         tasks.push(tokio::spawn(async move {
             let client = warehouse::connect(&spec, &app).await?;
@@ -441,6 +556,16 @@ async fn load_postgres_parallel(
                 failure = Some(anyhow::anyhow!(
                     "COPY loaded {rows} rows but the extract holds {expected}"
                 ));
+            }
+        }
+    }
+    if failure.is_none() {
+        // The ledger row goes with the session that commits last: when it is there, every
+        // session committed. (A crash between the commits leaves a partly loaded new table
+        // and no row; a replace-mode re-run reloads it whole.)
+        if let (Some(k), Some((c, _))) = (key, sessions.last()) {
+            if let Err(e) = txn::record(c, k, rows, started_at).await {
+                failure = Some(e);
             }
         }
     }
@@ -529,19 +654,40 @@ async fn load_redshift(
     let copy_sql = sql::copy_redshift(&copy)?;
     let copy_shown = sql::copy_redshift_redacted(&copy)?;
     if ctx.global.dry_run {
-        let mut body = create_statements(plan, Dialect::Redshift);
+        let (ddl, first, last) = txn::ledger_dry_run(plan.ledger.as_ref());
+        let mut body = first;
+        body.extend(create_statements(plan, Dialect::Redshift));
         if !args.append {
             body.push(sql::delete_all_sql(&plan.table));
         }
         body.push(copy_shown);
         body.push(sql::LAST_COPY_COUNT_SQL.to_owned());
+        body.extend(last);
+        let mut statements = ddl;
+        statements.extend(sql::transaction(body)?);
         return Ok(json!({
             "step": "load", "dry_run": true, "table": plan.table.plain(),
-            "statements": sql::transaction(body)?,
+            "statements": statements,
         }));
     }
     let client = warehouse::connect(&plan.spec, &format!("ductwork:{}:load", ctx.run_id)).await?;
-    client.batch_execute("BEGIN").await.context("BEGIN")?;
+    let key = ledger_key(&client, ctx, args, plan).await?;
+    let started_at = chrono::Utc::now();
+    let outcome = txn::in_transaction(&client, key.as_ref(), started_at, || {
+        redshift_attempt(&client, ctx, args, plan, &copy_sql)
+    })
+    .await?;
+    Ok(finish(outcome, ctx, args, plan, key.as_ref()))
+}
+
+/// One attempt of a Redshift load, inside the transaction.
+async fn redshift_attempt(
+    client: &tokio_postgres::Client,
+    ctx: &Ctx,
+    args: &LoadArgs,
+    plan: &Plan,
+    copy_sql: &str,
+) -> anyhow::Result<txn::Done<serde_json::Value>> {
     let exists: bool = client
         .query_one(
             "SELECT count(*) > 0 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
@@ -570,9 +716,10 @@ async fn load_redshift(
             .await
             .with_context(|| format!("emptying {}", plan.table.plain()))?;
     }
-    if let Err(e) = client.batch_execute(&copy_sql).await {
+    if let Err(e) = client.batch_execute(copy_sql).await {
+        // The load errors stay readable after the rollback.
         let _ = client.batch_execute("ROLLBACK").await;
-        let detail = redshift_load_errors(&client).await;
+        let detail = redshift_load_errors(client).await;
         return Err(anyhow::Error::new(e).context(format!("COPY failed; load errors: {detail}")));
     }
     let rows: i64 = client
@@ -581,21 +728,15 @@ async fn load_redshift(
         .context("reading pg_last_copy_count()")?
         .get(0);
     let rows = u64::try_from(rows).unwrap_or(0);
-    if let Some(m) = &plan.meta {
-        if rows != m.rows {
-            let _ = client.batch_execute("ROLLBACK").await;
-            bail!(
-                "COPY loaded {rows} rows but the extract holds {}; rolled back",
-                m.rows
-            );
-        }
-    }
-    client.batch_execute("COMMIT").await.context("COMMIT")?;
-    Ok(json!({
-        "step": "load", "run_id": ctx.run_id, "table": plan.table.plain(), "dialect": "redshift",
-        "rows": rows, "created": !exists, "append": args.append, "parts": plan.entries.len(),
-        "from": args.from,
-    }))
+    check_rows(rows, plan.meta.as_ref().map(|m| m.rows))?;
+    Ok(txn::Done {
+        value: json!({
+            "step": "load", "run_id": ctx.run_id, "table": plan.table.plain(), "dialect": "redshift",
+            "rows": rows, "created": !exists, "append": args.append, "parts": plan.entries.len(),
+            "from": args.from,
+        }),
+        rows,
+    })
 }
 
 /// The rows of `sys_load_error_detail` (or `stl_load_errors`) for the session's last COPY.

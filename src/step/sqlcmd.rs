@@ -146,10 +146,7 @@ pub async fn run(ctx: &Ctx, args: SqlArgs) -> Result<Outcome> {
         if let Some(k) = &key {
             txn::ensure_ledger(&client, &k.table).await?;
         }
-        txn::in_transaction(&client, key.as_ref(), started_at, async |c| {
-            apply(c, &plan).await
-        })
-        .await?
+        txn::in_transaction(&client, key.as_ref(), started_at, || apply(&client, &plan)).await?
     } else {
         TxnOutcome::Committed(apply(&client, &plan).await?.value)
     };

@@ -182,25 +182,78 @@ fn is_create_race(e: &tokio_postgres::Error) -> bool {
     .any(|c| e.code() == Some(c))
 }
 
+/// Attempts at a transaction that fails on a serialization conflict (RELIABILITY F21).
+pub const SERIALIZATION_ATTEMPTS: u32 = 3;
+
 /// Runs `work` in one transaction with the ledger (when there is one):
 /// `BEGIN`; the ledger lookup (a row found: `ROLLBACK`, [`TxnOutcome::AlreadyApplied`]);
 /// `work`; the ledger row; `COMMIT`. Any error rolls back and is returned. A `COMMIT` that
 /// fails without a server answer is reported as ambiguous: the ledger row committed with the
-/// change or neither did, so a re-run with the same run id settles it.
-pub async fn in_transaction<T>(
+/// change or neither did, so a re-run with the same run id settles it. A serialization
+/// conflict (SQLSTATE 40001; Redshift's error 1023) rolled everything back, so the whole
+/// transaction runs again, up to [`SERIALIZATION_ATTEMPTS`] times.
+/// `work` makes the future of one attempt on `client` (called again for each attempt).
+pub async fn in_transaction<T, Fut>(
     client: &Client,
     ledger: Option<&LedgerKey>,
     started: DateTime<Utc>,
-    work: impl AsyncFnOnce(&Client) -> Result<Done<T>>,
+    mut work: impl FnMut() -> Fut,
+) -> Result<TxnOutcome<T>>
+where
+    Fut: std::future::Future<Output = Result<Done<T>>>,
+{
+    let mut attempt = 1;
+    loop {
+        match attempt_transaction(client, ledger, started, work()).await {
+            Err(e) if attempt < SERIALIZATION_ATTEMPTS && is_serialization_failure(&e) => {
+                tracing::warn!(
+                    attempt,
+                    of = SERIALIZATION_ATTEMPTS,
+                    error = %format!("{e:#}"),
+                    "Serialization conflict; the transaction rolled back and runs again."
+                );
+                let jitter = u64::from(rand::random::<u8>());
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    200 * u64::from(attempt) + jitter,
+                ))
+                .await;
+                attempt += 1;
+            }
+            Err(e) if is_serialization_failure(&e) => {
+                return Err(e.context(format!(
+                    "serialization conflict on each of {SERIALIZATION_ATTEMPTS} attempts; every attempt rolled back"
+                )))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an error is a serialization conflict (a definite rollback, safe to run again).
+pub fn is_serialization_failure(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| {
+            e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+                || e.as_db_error()
+                    .is_some_and(|d| d.message().contains("Serializable isolation violation"))
+        })
+    })
+}
+
+async fn attempt_transaction<T>(
+    client: &Client,
+    ledger: Option<&LedgerKey>,
+    started: DateTime<Utc>,
+    work: impl std::future::Future<Output = Result<Done<T>>>,
 ) -> Result<TxnOutcome<T>> {
     client.batch_execute("BEGIN").await.context("BEGIN")?;
-    let result = async {
+    let result: Result<TxnOutcome<T>> = async {
         if let Some(key) = ledger {
             if let Some(before) = lookup(client, key).await? {
                 return Ok(TxnOutcome::AlreadyApplied(before));
             }
         }
-        let done = work(client).await?;
+        let done = work.await?;
         if let Some(key) = ledger {
             record(client, key, done.rows, started).await?;
         }
@@ -218,10 +271,23 @@ pub async fn in_transaction<T>(
         }
         Err(e) => {
             rollback(client).await;
+            // An overlapping attempt of the same run committed its ledger row while this one
+            // worked (its insert waited on that row's lock): that attempt applied the step.
+            if let (Some(key), true) = (ledger, e.downcast_ref::<LedgerRace>().is_some()) {
+                if let Ok(Some(before)) = lookup(client, key).await {
+                    tracing::warn!(run_id = %key.run_id, step = key.step, target = %key.target, "An overlapping attempt of this run applied the step first; this one rolled back.");
+                    return Ok(TxnOutcome::AlreadyApplied(before));
+                }
+            }
             Err(e)
         }
     }
 }
+
+/// The ledger insert hit the row of an overlapping attempt of the same run.
+#[derive(Debug, thiserror::Error)]
+#[error("the run ledger already holds this run's row")]
+struct LedgerRace;
 
 /// `COMMIT`, with the ambiguous case spelled out.
 async fn commit(client: &Client) -> Result<()> {
@@ -243,7 +309,8 @@ async fn rollback(client: &Client) {
     }
 }
 
-async fn lookup(client: &Client, key: &LedgerKey) -> Result<Option<AppliedBefore>> {
+/// The ledger row of an earlier attempt of this key, if one committed.
+pub async fn lookup(client: &Client, key: &LedgerKey) -> Result<Option<AppliedBefore>> {
     let rows = client
         .query(
             &sql::ledger_lookup_sql(&key.table),
@@ -263,7 +330,13 @@ async fn lookup(client: &Client, key: &LedgerKey) -> Result<Option<AppliedBefore
     }))
 }
 
-async fn record(client: &Client, key: &LedgerKey, rows: u64, started: DateTime<Utc>) -> Result<()> {
+/// Writes the ledger row (inside the transaction that makes the change).
+pub async fn record(
+    client: &Client,
+    key: &LedgerKey,
+    rows: u64,
+    started: DateTime<Utc>,
+) -> Result<()> {
     let rows = i64::try_from(rows).unwrap_or(i64::MAX);
     let started = started.to_rfc3339_opts(SecondsFormat::Micros, true);
     let finished = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
@@ -282,12 +355,13 @@ async fn record(client: &Client, key: &LedgerKey, rows: u64, started: DateTime<U
         .await;
     match result {
         Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(anyhow::Error::new(e)
-            .context(format!(
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(anyhow::Error::new(e).context(LedgerRace).context(format!(
                 "another attempt of run {} applied step {} to {} at the same time; this one \
                  rolled back",
                 key.run_id, key.step, key.target
-            ))),
+            )))
+        }
         Err(e) => Err(anyhow::Error::new(e)
             .context(format!("writing the ledger row to {}", key.table.plain()))),
     }

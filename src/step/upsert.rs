@@ -118,10 +118,8 @@ pub async fn run(ctx: &Ctx, args: UpsertArgs) -> Result<Outcome> {
     }
     let client = warehouse::connect(&spec, &app).await?;
     let key = txn::table_ledger_key(&client, ledger, &ctx.run_id, STEP, &plan.destination).await?;
-    let outcome = txn::in_transaction(&client, key.as_ref(), started_at, async |c| {
-        apply(c, &plan).await
-    })
-    .await?;
+    let outcome =
+        txn::in_transaction(&client, key.as_ref(), started_at, || apply(&client, &plan)).await?;
     let mut summary = match outcome {
         TxnOutcome::Committed(s) => {
             tracing::info!(
