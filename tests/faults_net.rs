@@ -831,7 +831,13 @@ async fn f10_f11_chunks_of_a_multi_chunk_part() {
     r.assert_ok();
     let hits = faulted(&log);
     assert_eq!(hits.len(), 2, "{log:#?}");
-    assert!(same_target(&log, hits[0]).len() >= 3);
+    // Both 503s may hit one part's chunk 2 (then 3 requests) or chunk 2 of each worker's
+    // part (then 2 each): every faulted chunk was sent again and accepted.
+    for h in &hits {
+        let tries = same_target(&log, h);
+        assert!(tries.len() >= 2, "{tries:#?}");
+        assert_eq!(tries.last().map(|t| t.status), Some(200), "{tries:#?}");
+    }
     let f10 = extract_oracle(&r, &prefix, &expected).await;
     // Chunk 2 fails for good: chunk 1 of that part and every other part are aborted,
     // nothing completed.
