@@ -51,33 +51,7 @@ fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
 /// The binary with the same hermetic environment as `common::ductwork_in`, as a plain
 /// `std::process::Command` so that the test holds the pid (signals) and reads stderr live.
 fn base_command(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ductwork"));
-    cmd.current_dir(dir)
-        .env("HOME", dir)
-        .env("DUCTWORK_S3_ENDPOINT", &common::s3().endpoint)
-        .env("AWS_ACCESS_KEY_ID", common::s3emu::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", common::s3emu::SECRET_KEY)
-        .env("AWS_REGION", common::s3emu::REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join(".aws-config-absent"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.join(".aws-credentials-absent"),
-        );
-    for var in [
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "DUCTWORK_CONFIG",
-        "DUCTWORK_RUN_ID",
-        "PGPASSWORD",
-        "MYSQL_PWD",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = common::ductwork_std(dir);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -1604,35 +1604,9 @@ impl Drop for PrivatePg {
 /// The binary as a tokio child process with the hermetic environment of
 /// `common::ductwork_in`, killed if dropped.
 fn child_command(dir: &Path, argv: &[String]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ductwork"));
-    cmd.current_dir(dir)
-        .args(argv)
-        .env("HOME", dir)
-        .env("DUCTWORK_S3_ENDPOINT", &common::s3().endpoint)
-        .env("AWS_ACCESS_KEY_ID", common::s3emu::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", common::s3emu::SECRET_KEY)
-        .env("AWS_REGION", common::s3emu::REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join(".aws-config-absent"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.join(".aws-credentials-absent"),
-        );
-    for var in [
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "DUCTWORK_CONFIG",
-        "DUCTWORK_RUN_ID",
-        "PGPASSWORD",
-        "MYSQL_PWD",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(Stdio::null())
+    let mut cmd = tokio::process::Command::from(common::ductwork_std(dir));
+    cmd.args(argv)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);

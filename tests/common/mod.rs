@@ -537,9 +537,15 @@ pub fn ductwork() -> assert_cmd::Command {
 /// `~/.aws` or `~/.dataduct` of the developer is read): `DUCTWORK_S3_ENDPOINT` = the shared
 /// emulator, AWS keys `test`/`test`, `AWS_REGION=us-east-1`, IMDS disabled; `AWS_PROFILE`,
 /// `AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL*`, `DUCTWORK_CONFIG`, `DUCTWORK_RUN_ID`,
-/// `PGPASSWORD` and `MYSQL_PWD` removed.
+/// `PGPASSWORD`, `MYSQL_PWD` and `RUST_LOG` removed.
 pub fn ductwork_in(dir: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("ductwork");
+    assert_cmd::Command::from_std(ductwork_std(dir))
+}
+
+/// The binary as a plain `std::process::Command` in `dir` with the hermetic environment of
+/// [`ductwork_in`] (for tests that hold the pid or read stderr live; `RUST_LOG` removed too).
+pub fn ductwork_std(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ductwork"));
     cmd.current_dir(dir)
         .env("HOME", dir)
         .env("DUCTWORK_S3_ENDPOINT", &s3().endpoint)
@@ -562,6 +568,7 @@ pub fn ductwork_in(dir: &Path) -> assert_cmd::Command {
         "DUCTWORK_RUN_ID",
         "PGPASSWORD",
         "MYSQL_PWD",
+        "RUST_LOG",
     ] {
         cmd.env_remove(var);
     }
