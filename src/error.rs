@@ -46,6 +46,16 @@ pub struct S3Error {
     pub retriable: bool,
 }
 
+impl S3Error {
+    /// Appends `(note)` to the message: what happened after the failure.
+    #[must_use]
+    pub fn with_note(mut self, note: &str) -> Self {
+        let m = self.message.take().unwrap_or_default();
+        self.message = Some(format!("{m} ({note})").trim_start().to_owned());
+        self
+    }
+}
+
 /// The exit code for an error: 130/143 after a signal, else 2.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
@@ -183,6 +193,27 @@ pub fn quote(value: &str) -> String {
 mod tests {
     use super::*;
     use anyhow::Context as _;
+
+    #[test]
+    fn notes_append_to_the_message_or_start_it() {
+        let e = S3Error {
+            op: "CompleteMultipartUpload".into(),
+            key: "s3://b/k".into(),
+            upload_id: Some("U".into()),
+            code: None,
+            message: Some("boom".into()),
+            retriable: false,
+        };
+        let e = e
+            .with_note("after 5 attempts")
+            .with_note("the upload was aborted");
+        assert_eq!(
+            e.message.as_deref(),
+            Some("boom (after 5 attempts) (the upload was aborted)")
+        );
+        let bare = S3Error { message: None, ..e };
+        assert_eq!(bare.with_note("x").message.as_deref(), Some("(x)"));
+    }
 
     #[test]
     fn renders_step_table_key_and_code_once() {

@@ -540,24 +540,12 @@ impl MultipartUpload {
                 let id = self.upload_id.clone();
                 let uri = self.uri.clone();
                 match self.s3.abort(&uri, &id).await {
-                    Ok(()) => {
-                        let m = err.message.take().unwrap_or_default();
-                        err.message = Some(
-                            format!("{m} (the upload was aborted)")
-                                .trim_start()
-                                .to_owned(),
-                        );
-                    }
+                    Ok(()) => err = err.with_note("the upload was aborted"),
                     Err(a) if a.code.as_deref() == Some("NoSuchUpload") => {}
                     Err(a) => {
                         tracing::error!(key = %uri, upload_id = %id, error = %a, "Abort failed after a failed Complete; the next run at this prefix cleans it up.");
-                        let m = err.message.take().unwrap_or_default();
-                        err.message = Some(
-                            format!(
-                                "{m} (abort failed too; the next run at this prefix cleans it up)"
-                            )
-                            .trim_start()
-                            .to_owned(),
+                        err = err.with_note(
+                            "abort failed too; the next run at this prefix cleans it up",
                         );
                     }
                 }
@@ -676,13 +664,13 @@ struct AttemptCounter(std::sync::Arc<std::sync::atomic::AtomicU32>);
 
 impl AttemptCounter {
     /// Adds "after N attempts" to an error of a request that was retried.
-    fn note(&self, mut err: S3Error) -> S3Error {
+    fn note(&self, err: S3Error) -> S3Error {
         let n = self.0.load(std::sync::atomic::Ordering::SeqCst);
         if n > 1 {
-            let m = err.message.take().unwrap_or_default();
-            err.message = Some(format!("{m} (after {n} attempts)").trim_start().to_owned());
+            err.with_note(&format!("after {n} attempts"))
+        } else {
+            err
         }
-        err
     }
 }
 
