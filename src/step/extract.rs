@@ -684,25 +684,16 @@ async fn write(
         "finished": rfc3339(finished_at),
     });
     let manifest = json!({ "entries": entries });
-    if let Err(e) = dest
-        .put_small(
-            "ductwork.json",
-            Bytes::from(serde_json::to_vec_pretty(&metadata)?),
-            "application/json",
-        )
-        .await
-    {
-        return Err(unwind_commit(dest, &names, false, e.context("writing ductwork.json")).await);
-    }
-    if let Err(e) = dest
-        .put_small(
-            "manifest.json",
-            Bytes::from(serde_json::to_vec_pretty(&manifest)?),
-            "application/json",
-        )
-        .await
-    {
-        return Err(unwind_commit(dest, &names, true, e.context("writing manifest.json")).await);
+    // The metadata, then the manifest (last: it makes the prefix loadable).
+    for (name, body, is_manifest) in [
+        ("ductwork.json", &metadata, false),
+        ("manifest.json", &manifest, true),
+    ] {
+        let body = Bytes::from(serde_json::to_vec_pretty(body)?);
+        if let Err(e) = dest.put_small(name, body, "application/json").await {
+            let e = e.context(format!("writing {name}"));
+            return Err(unwind_commit(dest, &names, is_manifest, e).await);
+        }
     }
     let removed = match dest.remove_stale(&names, started_at).await {
         Ok(r) => r,
